@@ -1,0 +1,807 @@
+r"""Neural-collapse measurements, exact and streaming.
+
+Notation (features are **rows**): N samples :math:`h_i \in \mathbb{R}^D` with labels
+:math:`y_i \in \{0..K-1\}`, class counts :math:`n_k`, class means :math:`\mu_k`, global mean
+:math:`\mu_G`, centred means :math:`\tilde\mu_k = \mu_k - \mu_G` stacked as the K×D matrix
+:math:`\tilde M`; the classifier is ``W`` (K×D) with optional bias ``b`` (K).
+
+Papyan, Han & Donoho (2020), "Prevalence of neural collapse during the terminal phase of deep
+learning training", PNAS 117(40), define
+
+* :math:`\Sigma_W = \frac1N\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top` (sample-weighted),
+* :math:`\Sigma_B = \frac1K\sum_k \tilde\mu_k\tilde\mu_k^\top` (class-averaged, /K),
+* :math:`\mu_G = \frac1N\sum_i h_i` (the sample-weighted global mean).
+
+For balanced classes the two possible global means (over samples or over class means)
+coincide. Every convention is a keyword with the Papyan choice as default:
+
+* ``global_mean="samples"`` (Papyan) or ``"classes"`` (mean of class means; the class-balanced
+  choice for long-tailed data),
+* ``within="samples"`` (Papyan's Σ_W, /N) or ``"classes"`` (average of per-class covariances),
+* ``unbiased=True``: standard deviations use the N−1 correction, as Papyan's code (``torch.std``).
+
+The accumulator :class:`FeatureStats` never stores the N×D feature matrix: it keeps per-class
+counts, means, sums of squared deviations and (optionally) the pooled within-class scatter in
+float64, merged exactly with the pairwise formula of Chan, Golub & LeVeque (1979).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "FeatureStats",
+    "nc1",
+    "trace_ratio",
+    "equinorm",
+    "equiangularity",
+    "max_angle",
+    "gram_etf_error",
+    "self_duality",
+    "self_duality_zhu",
+    "ncc_mismatch",
+    "cdnv",
+    "equinorm_log",
+    "hyperspherical_uniformity",
+    "uniform_duality",
+    "NCMetrics",
+    "collapse_metrics",
+    "measure",
+    "measure_features",
+]
+
+_GLOBAL_MEANS = ("samples", "classes")
+_WITHINS = ("samples", "classes")
+_ROUTES = ("auto", "kk", "dd")
+PINV_RTOL = 1e-10
+
+
+# ----------------------------------------------------------------------------- validation
+def _require_tensor(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Tensor]:
+    features = _require_tensor(features, "features")
+    labels = _require_tensor(labels, "labels")
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D (N×D), got shape {tuple(features.shape)}")
+    if features.shape[1] != dim:
+        raise ValueError(f"features have dimension {features.shape[1]}, the statistics expect {dim}")
+    if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"labels must be 1-D with one label per feature row: got labels {tuple(labels.shape)} "
+            f"for features {tuple(features.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"features must be floating point, got {features.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], "
+            f"expected 0..{num_classes - 1}"
+        )
+    if not torch.isfinite(features).all():
+        raise ValueError("features contain NaN or inf")
+    return features, labels
+
+
+def _check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_classifier(W, K: int, D: int, b=None) -> tuple[Tensor, Tensor | None]:
+    W = _require_tensor(W, "W")
+    if W.ndim != 2 or W.shape != (K, D):
+        raise ValueError(f"classifier W must have shape (K, D) = ({K}, {D}), got {tuple(W.shape)}")
+    if not torch.isfinite(W).all():
+        raise ValueError("classifier W contains NaN or inf")
+    if b is not None:
+        b = _require_tensor(b, "b")
+        if b.shape != (K,):
+            raise ValueError(f"bias b must have shape ({K},), got {tuple(b.shape)}")
+    return W, b
+
+
+def _check_means(means) -> Tensor:
+    means = _require_tensor(means, "means")
+    if means.ndim != 2:
+        raise ValueError(f"means must be 2-D (K×D), got shape {tuple(means.shape)}")
+    if means.shape[0] < 2:
+        raise ValueError(f"need at least 2 classes, got {means.shape[0]}")
+    if not torch.isfinite(means).all():
+        raise ValueError("means contain NaN or inf")
+    return means
+
+
+# ----------------------------------------------------------------------------- accumulator
+class FeatureStats:
+    r"""Streaming per-class feature statistics (torchmetrics-style ``update``/``compute``/``reset``).
+
+    State, all float64 on ``device``:
+
+    * ``counts`` (K) — :math:`n_k`;
+    * ``means`` (K×D) — :math:`\mu_k`;
+    * ``sq_dev`` (K) — :math:`\sum_{i:y_i=k}\lVert h_i-\mu_k\rVert^2` (traces of the class scatters);
+    * ``scatter`` (D×D, only when ``scatter=True``) — the pooled within-class scatter
+      :math:`\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top = N\,\Sigma_W`.
+
+    Each batch is reduced to its own per-class statistics (deviations from the *batch* class
+    means, so no catastrophic cancellation as features collapse) and merged with the running
+    state by Chan et al.'s pairwise update: with :math:`\delta = \mu_b-\mu_a`,
+    :math:`n=n_a+n_b`, :math:`\mu=\mu_a+\delta n_b/n`,
+    :math:`S=S_a+S_b+\delta\delta^\top n_a n_b/n`. Merging two accumulators and
+    :meth:`sync` across ``torch.distributed`` ranks use the same exact formula.
+
+    Memory is :math:`O(KD + D^2)` with the scatter and :math:`O(KD)` without; the N×D feature
+    matrix is never stored. Half-precision input is upcast to float64 before any arithmetic.
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, scatter: bool = True, device=None):
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        if not isinstance(dim, int) or isinstance(dim, bool):
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got num_classes={num_classes}")
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.num_classes = num_classes
+        self.dim = dim
+        self.track_scatter = bool(scatter)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------
+    def reset(self) -> "FeatureStats":
+        K, D, dev = self.num_classes, self.dim, self.device
+        self.counts = torch.zeros(K, dtype=torch.float64, device=dev)
+        self.means = torch.zeros(K, D, dtype=torch.float64, device=dev)
+        self.sq_dev = torch.zeros(K, dtype=torch.float64, device=dev)
+        self.scatter = torch.zeros(D, D, dtype=torch.float64, device=dev) if self.track_scatter else None
+        return self
+
+    def to(self, device) -> "FeatureStats":
+        self.device = torch.device(device)
+        for name in ("counts", "means", "sq_dev", "scatter"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(self.device))
+        return self
+
+    @property
+    def n(self) -> int:
+        """Total number of samples seen."""
+        return int(self.counts.sum().item())
+
+    def _merge_state(self, counts, means, sq_dev, scatter) -> None:
+        na, nb = self.counts, counts
+        n = na + nb
+        safe = torch.where(n > 0, n, torch.ones_like(n))
+        delta = means - self.means                      # (K, D)
+        wb = nb / safe                                  # weight of the new part in the mean
+        cross = na * nb / safe                          # n_a n_b / n
+        self.means = self.means + delta * wb[:, None]
+        self.sq_dev = self.sq_dev + sq_dev + cross * (delta * delta).sum(1)
+        if self.track_scatter:
+            wd = delta * cross.sqrt()[:, None]
+            self.scatter = self.scatter + scatter + wd.T @ wd
+        self.counts = n
+
+    @torch.no_grad()
+    def update(self, features: Tensor, labels: Tensor) -> "FeatureStats":
+        """Add a batch of features (N×D, any float dtype) with integer labels (N)."""
+        features, labels = _check_batch(features, labels, self.num_classes, self.dim)
+        x = features.detach().to(device=self.device, dtype=torch.float64)
+        y = labels.detach().to(device=self.device, dtype=torch.long)
+        K = self.num_classes
+        counts = torch.bincount(y, minlength=K).to(torch.float64)
+        sums = torch.zeros(K, self.dim, dtype=torch.float64, device=self.device).index_add_(0, y, x)
+        means = sums / counts.clamp_min(1.0)[:, None]
+        dev = x - means[y]
+        sq_dev = torch.zeros(K, dtype=torch.float64, device=self.device).index_add_(0, y, (dev * dev).sum(1))
+        scatter = dev.T @ dev if self.track_scatter else None
+        self._merge_state(counts, means, sq_dev, scatter)
+        return self
+
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        """Merge another accumulator's state into this one (exact; ``other`` is unchanged)."""
+        if not isinstance(other, FeatureStats):
+            raise TypeError(f"can only merge a FeatureStats, got {type(other).__name__}")
+        if (other.num_classes, other.dim) != (self.num_classes, self.dim):
+            raise ValueError(
+                f"cannot merge statistics of shape (K={other.num_classes}, D={other.dim}) "
+                f"into (K={self.num_classes}, D={self.dim})"
+            )
+        if self.track_scatter and not other.track_scatter:
+            raise ValueError("cannot merge statistics without scatter into statistics with scatter")
+        dev = self.device
+        self._merge_state(
+            other.counts.to(dev), other.means.to(dev), other.sq_dev.to(dev),
+            other.scatter.to(dev) if self.track_scatter else None,
+        )
+        return self
+
+    def sync(self, group=None) -> "FeatureStats":
+        r"""All-reduce the state across ``torch.distributed`` ranks (no-op when not initialised).
+
+        Two all-reduce rounds, both exact: (1) counts and class sums give the global class means
+        :math:`\mu_k`; (2) every rank adds its between-rank correction
+        :math:`\sum_k n_{rk}(\mu_{rk}-\mu_k)(\mu_{rk}-\mu_k)^\top` to its scatter before the sum.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+            return self
+        counts = self.counts.clone()
+        sums = self.means * self.counts[:, None]
+        dist.all_reduce(counts, group=group)
+        dist.all_reduce(sums, group=group)
+        means = sums / counts.clamp_min(1.0)[:, None]
+        delta = self.means - means
+        sq_dev = self.sq_dev + self.counts * (delta * delta).sum(1)
+        dist.all_reduce(sq_dev, group=group)
+        if self.track_scatter:
+            wd = delta * self.counts.sqrt()[:, None]
+            scatter = self.scatter + wd.T @ wd
+            dist.all_reduce(scatter, group=group)
+            self.scatter = scatter
+        self.counts, self.means, self.sq_dev = counts, means, sq_dev
+        return self
+
+    def state_dict(self) -> dict:
+        out = {"num_classes": self.num_classes, "dim": self.dim, "counts": self.counts,
+               "means": self.means, "sq_dev": self.sq_dev}
+        if self.track_scatter:
+            out["scatter"] = self.scatter
+        return out
+
+    # -- derived quantities -------------------------------------------------------------
+    def _check_nonempty(self) -> None:
+        empty = (self.counts == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"class(es) {empty} have no samples; every class needs at least one")
+
+    def global_mean(self, global_mean: str = "samples") -> Tensor:
+        """μ_G: sample-weighted (Papyan) or the plain mean of the class means."""
+        _check_choice(global_mean, "global_mean", _GLOBAL_MEANS)
+        self._check_nonempty()
+        if global_mean == "classes":
+            return self.means.mean(0)
+        return (self.counts[:, None] * self.means).sum(0) / self.counts.sum()
+
+    def centered_means(self, global_mean: str = "samples") -> Tensor:
+        """The K×D matrix M̃ of class means minus the global mean."""
+        return self.means - self.global_mean(global_mean)
+
+    def class_variances(self) -> Tensor:
+        r"""Per-class total variance :math:`\sigma_k^2 = \frac1{n_k}\sum_{y_i=k}\lVert h_i-\mu_k\rVert^2`."""
+        self._check_nonempty()
+        return self.sq_dev / self.counts
+
+    def sigma_w(self, within: str = "samples") -> Tensor:
+        """Σ_W (D×D): pooled scatter / N (Papyan) — needs ``scatter=True``."""
+        _check_choice(within, "within", _WITHINS)
+        if not self.track_scatter:
+            raise ValueError("these statistics were accumulated with scatter=False; Σ_W is unavailable")
+        self._check_nonempty()
+        if within == "classes":
+            raise ValueError(
+                "within='classes' needs per-class scatters; the accumulator keeps the pooled one. "
+                "Use within='samples' (Papyan) or trace_ratio(..., within='classes')."
+            )
+        return self.scatter / self.counts.sum()
+
+    def sigma_b(self, global_mean: str = "samples") -> Tensor:
+        """Σ_B (D×D) = M̃ᵀM̃ / K."""
+        Mc = self.centered_means(global_mean)
+        return Mc.T @ Mc / self.num_classes
+
+    def compute(self, W: Tensor | None = None, b: Tensor | None = None, **conventions) -> dict:
+        """All statistics-based NC metrics as a dict (see :func:`collapse_metrics`)."""
+        return collapse_metrics(self, W=W, b=b, **conventions)
+
+    def __repr__(self) -> str:
+        return (f"FeatureStats(num_classes={self.num_classes}, dim={self.dim}, n={self.n}, "
+                f"scatter={self.track_scatter}, device={self.device})")
+
+
+def _as_stats(stats) -> FeatureStats:
+    if not isinstance(stats, FeatureStats):
+        raise TypeError(f"expected a FeatureStats, got {type(stats).__name__}")
+    return stats
+
+
+# ----------------------------------------------------------------------------- linear algebra
+def _pinv_psd(S: Tensor, rtol: float = PINV_RTOL) -> Tensor:
+    """Pseudo-inverse of a symmetric PSD matrix by eigh, dropping eigenvalues ≤ rtol·λ_max."""
+    S = (S + S.T) / 2
+    evals, evecs = torch.linalg.eigh(S)
+    top = evals.abs().max()
+    keep = evals > rtol * top if top > 0 else torch.zeros_like(evals, dtype=torch.bool)
+    inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+    return (evecs * inv) @ evecs.T
+
+
+# ----------------------------------------------------------------------------- NC1
+def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto",
+        rtol: float = PINV_RTOL) -> float:
+    r"""NC1, within-class variability collapse (Papyan et al. 2020, Fig. 6):
+
+    .. math:: \mathrm{NC1} = \tfrac1K \operatorname{Tr}\big(\Sigma_W \Sigma_B^{+}\big)
+
+    with Σ_W sample-weighted (/N) and Σ_B class-averaged (/K), pseudo-inverse by eigen-
+    decomposition dropping eigenvalues ≤ ``rtol``·λ_max (Σ_B has rank ≤ K−1 for balanced data).
+
+    ``route``: ``"dd"`` forms the D×D pseudo-inverse (O(D³)); ``"kk"`` works in the K×K Gram of
+    the centred means — with :math:`G=\tilde M\tilde M^\top` and
+    :math:`A=\tilde M\Sigma_W\tilde M^\top`, the identity
+    :math:`(\tilde M^\top\tilde M)^{+}=\tilde M^\top G^{+2}\tilde M` gives
+    :math:`\mathrm{NC1}=\operatorname{Tr}(G^{+}AG^{+})` in O(KD²+K³). ``"auto"`` takes ``"kk"``
+    when D > K. Both routes give the same number (tested to 1e-8).
+    """
+    stats = _as_stats(stats)
+    _check_choice(route, "route", _ROUTES)
+    Sw = stats.sigma_w("samples")
+    Mc = stats.centered_means(global_mean)
+    K, D = Mc.shape
+    if route == "auto":
+        route = "kk" if D > K else "dd"
+    if route == "kk":
+        G = Mc @ Mc.T
+        A = Mc @ Sw @ Mc.T
+        Gp = _pinv_psd(G, rtol)
+        return float(torch.trace(Gp @ A @ Gp))
+    Sb = Mc.T @ Mc / K
+    return float(torch.trace(Sw @ _pinv_psd(Sb, rtol)) / K)
+
+
+def trace_ratio(stats: FeatureStats, *, global_mean: str = "samples", within: str = "samples") -> float:
+    r"""Tr Σ_W / Tr Σ_B — the scalar within/between ratio (no pseudo-inverse).
+
+    Needs only per-class sums of squares, so it works with ``scatter=False``.
+    ``within="classes"`` averages the per-class variances :math:`\sigma_k^2` instead of pooling.
+    """
+    stats = _as_stats(stats)
+    _check_choice(within, "within", _WITHINS)
+    Mc = stats.centered_means(global_mean)
+    tr_b = float((Mc * Mc).sum() / stats.num_classes)
+    if within == "samples":
+        tr_w = float(stats.sq_dev.sum() / stats.counts.sum())
+    else:
+        tr_w = float(stats.class_variances().mean())
+    return tr_w / tr_b if tr_b > 0 else math.inf
+
+
+# ----------------------------------------------------------------------------- NC2
+def _std(x: Tensor, unbiased: bool) -> Tensor:
+    return x.std(correction=1 if unbiased and x.numel() > 1 else 0)
+
+
+def _offdiag_cosines(X: Tensor) -> Tensor:
+    Xn = X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+    C = Xn @ Xn.T
+    i, j = torch.triu_indices(X.shape[0], X.shape[0], 1, device=X.device)
+    return C[i, j]
+
+
+def _means_arg(x, global_mean: str) -> Tensor:
+    """Centred class means from FeatureStats, or a K×D tensor taken as already centred."""
+    if isinstance(x, FeatureStats):
+        return x.centered_means(global_mean)
+    return _check_means(x).to(torch.float64)
+
+
+def equinorm(x, *, global_mean: str = "samples", unbiased: bool = True) -> float:
+    r"""NC2 equal norms: :math:`\mathrm{std}_k\lVert v_k\rVert / \mathrm{mean}_k\lVert v_k\rVert`
+    (Papyan et al. 2020, Fig. 2).
+
+    ``x`` is a :class:`FeatureStats` (uses the centred class means) or a K×D tensor of rows
+    taken as given (e.g. the classifier ``W``, or means you centred yourself).
+    """
+    V = _means_arg(x, global_mean)
+    norms = V.norm(dim=1)
+    return float(_std(norms, unbiased) / norms.mean())
+
+
+def equiangularity(x, *, global_mean: str = "samples", unbiased: bool = True) -> float:
+    r"""NC2 equal angles: :math:`\mathrm{std}_{k\ne k'}\cos(v_k, v_{k'})` over unordered pairs
+    (Papyan et al. 2020, Fig. 3). 0 for a simplex ETF (every cosine is −1/(K−1))."""
+    V = _means_arg(x, global_mean)
+    return float(_std(_offdiag_cosines(V), unbiased))
+
+
+def max_angle(x, *, global_mean: str = "samples") -> float:
+    r"""NC2 maximal angles: :math:`\mathrm{mean}_{k\ne k'}\,\lvert\cos(v_k, v_{k'}) + 1/(K-1)\rvert`
+    (Papyan et al. 2020, Fig. 4). 0 for a simplex ETF."""
+    V = _means_arg(x, global_mean)
+    K = V.shape[0]
+    return float((_offdiag_cosines(V) + 1.0 / (K - 1)).abs().mean())
+
+
+def _etf_gram_error(A: Tensor, B: Tensor) -> float:
+    K = A.shape[0]
+    P = torch.eye(K, dtype=A.dtype, device=A.device) - 1.0 / K
+    G = A @ B.T
+    nrm = G.norm()
+    if nrm == 0:
+        return math.inf
+    return float((G / nrm - P / math.sqrt(K - 1)).norm())
+
+
+def gram_etf_error(x, *, global_mean: str = "samples") -> float:
+    r"""NC2 as one number (Zhu et al. 2021, "A geometric analysis of neural collapse with
+    unconstrained features"):
+    :math:`\big\lVert \frac{VV^\top}{\lVert VV^\top\rVert_F} - \frac{I_K-\frac1K\mathbf 1\mathbf 1^\top}{\sqrt{K-1}}\big\rVert_F`.
+    Invariant to rotation and scale of V; 0 exactly for a simplex ETF."""
+    V = _means_arg(x, global_mean)
+    return _etf_gram_error(V, V)
+
+
+# ----------------------------------------------------------------------------- NC3
+def self_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples") -> float:
+    r"""NC3 (Papyan et al. 2020, Fig. 5):
+    :math:`\big\lVert \frac{W}{\lVert W\rVert_F} - \frac{\tilde M}{\lVert\tilde M\rVert_F}\big\rVert_F^2`
+    (squared, as in Papyan's code). 0 when the classifier rows are the centred means up to scale."""
+    stats = _as_stats(stats)
+    W, _ = _check_classifier(W, stats.num_classes, stats.dim)
+    Mc = stats.centered_means(global_mean)
+    W = W.to(Mc)
+    return float((W / W.norm() - Mc / Mc.norm()).pow(2).sum())
+
+
+def self_duality_zhu(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples") -> float:
+    r"""NC3 in Zhu et al.'s (2021) form:
+    :math:`\big\lVert \frac{W\tilde M^\top}{\lVert W\tilde M^\top\rVert_F} - \frac{I_K-\frac1K\mathbf 1\mathbf 1^\top}{\sqrt{K-1}}\big\rVert_F`
+    — 0 when W and M̃ are dual *and* form an ETF together."""
+    stats = _as_stats(stats)
+    W, _ = _check_classifier(W, stats.num_classes, stats.dim)
+    Mc = stats.centered_means(global_mean)
+    return _etf_gram_error(W.to(Mc), Mc)
+
+
+# ----------------------------------------------------------------------------- NC4
+def _ncc_predict(x: Tensor, means: Tensor) -> Tensor:
+    # argmin_k ||x - mu_k||^2 = argmin_k (||mu_k||^2 - 2 x·mu_k)
+    return ((means * means).sum(1)[None, :] - 2.0 * x @ means.T).argmin(1)
+
+
+def _net_predict(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    logits = x @ W.T
+    if b is not None:
+        logits = logits + b
+    return logits.argmax(1)
+
+
+def ncc_mismatch(features: Tensor, W: Tensor, means: Tensor, b: Tensor | None = None) -> float:
+    r"""NC4 (Papyan et al. 2020, Fig. 7): the fraction of samples where the linear classifier
+    and the nearest class centre disagree,
+    :math:`\frac1N\#\{i: \arg\max_k (Wh_i+b)_k \ne \arg\min_k\lVert h_i-\mu_k\rVert\}`.
+    The bias is included when given (pass ``b=None`` for the bias-free rule). Computed in float64.
+    """
+    features = _require_tensor(features, "features")
+    means = _check_means(means)
+    K, D = means.shape
+    if features.ndim != 2 or features.shape[1] != D:
+        raise ValueError(f"features must be N×{D}, got {tuple(features.shape)}")
+    W, b = _check_classifier(W, K, D, b)
+    x = features.detach().to(torch.float64)
+    m = means.detach().to(x)
+    bb = None if b is None else b.detach().to(x)
+    return float((_net_predict(x, W.detach().to(x), bb) != _ncc_predict(x, m)).double().mean())
+
+
+# ----------------------------------------------------------------------------- CDNV
+def cdnv(stats: FeatureStats, *, reduce: str = "mean") -> float | Tensor:
+    r"""Class-distance normalised variance (Galanti, György & Hutter 2022, "On the role of
+    neural collapse in transfer learning"):
+
+    .. math:: V(i,j) = \frac{\sigma_i^2+\sigma_j^2}{2\lVert\mu_i-\mu_j\rVert^2},\qquad
+              \sigma_k^2 = \frac1{n_k}\sum_{y=k}\lVert h-\mu_k\rVert^2,
+
+    averaged over the K(K−1)/2 unordered pairs (``reduce="mean"``) or returned as the K×K
+    matrix (``reduce="none"``, zero diagonal). σ² comes from the accumulator's exact per-class
+    sums of squared deviations and the distances from explicit differences of means, so the
+    ratio keeps full precision as it goes to 0.
+    """
+    stats = _as_stats(stats)
+    _check_choice(reduce, "reduce", ("mean", "none"))
+    var = stats.class_variances()
+    mu = stats.means
+    K = stats.num_classes
+    d2 = torch.cdist(mu, mu, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+    num = (var[:, None] + var[None, :]) / 2
+    eye = torch.eye(K, dtype=torch.bool, device=mu.device)
+    if bool(((d2 == 0) & ~eye).any()):
+        raise ValueError("two classes have identical means; CDNV is undefined")
+    V = torch.where(eye, torch.zeros_like(d2), num / torch.where(eye, torch.ones_like(d2), d2))
+    if reduce == "none":
+        return V
+    i, j = torch.triu_indices(K, K, 1, device=mu.device)
+    return float(V[i, j].mean())
+
+
+# ----------------------------------------------------------------------------- many classes
+def equinorm_log(x, *, global_mean: str = "samples", unbiased: bool = True) -> float:
+    r"""Equinorm for many classes (K > D+1, where no simplex ETF exists; Wu & Papyan 2024,
+    "Linguistic Collapse"): the spread of log-norms :math:`\mathrm{std}_k \log\lVert\tilde\mu_k\rVert`.
+
+    Our reading of their log-distance variant: scale-invariant like the coefficient of
+    variation (to first order it *is* the CoV of the norms), and meaningful when norms span
+    orders of magnitude, as they do with thousands of classes.
+    """
+    V = _means_arg(x, global_mean)
+    return float(_std(V.norm(dim=1).clamp_min(torch.finfo(V.dtype).tiny).log(), unbiased))
+
+
+def hyperspherical_uniformity(x, *, global_mean: str = "samples", unbiased: bool = True) -> dict:
+    r"""GNC2, hyperspherical uniformity (Liu et al. 2023, "Generalizing and decoupling neural
+    collapse via hyperspherical uniformity gap"; Wu & Papyan 2024): project the centred means on
+    the unit sphere, :math:`u_k=\tilde\mu_k/\lVert\tilde\mu_k\rVert`, and evaluate the
+    logarithmic inverse-distance kernel :math:`\kappa(u_i,u_j)=\log\lVert u_i-u_j\rVert^{-1}` on
+    all unordered pairs. Returns ``{"energy": mean κ, "spread": std κ}`` — a uniform spread of the
+    means minimises the energy; equal pairwise distances give spread 0 (exactly so for an ETF).
+    """
+    V = _means_arg(x, global_mean)
+    U = V / V.norm(dim=1, keepdim=True)
+    K = U.shape[0]
+    i, j = torch.triu_indices(K, K, 1, device=U.device)
+    d = (U[i] - U[j]).norm(dim=1)
+    if bool((d == 0).any()):
+        raise ValueError("two class means point the same way; the log-distance kernel is infinite")
+    kern = -d.log()
+    return {"energy": float(kern.mean()), "spread": float(_std(kern, unbiased))}
+
+
+def uniform_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples",
+                    unbiased: bool = True) -> float:
+    r"""UNC3, uniform duality (Wu & Papyan 2024): coefficient of variation of the per-class
+    cosines :math:`\cos(w_k, \tilde\mu_k)` — 0 when every classifier row makes the same angle
+    with its class mean, which is what duality can still mean when no ETF exists."""
+    stats = _as_stats(stats)
+    W, _ = _check_classifier(W, stats.num_classes, stats.dim)
+    Mc = stats.centered_means(global_mean)
+    W = W.to(Mc)
+    cos = (W * Mc).sum(1) / (W.norm(dim=1) * Mc.norm(dim=1)).clamp_min(torch.finfo(Mc.dtype).tiny)
+    return float(_std(cos, unbiased) / cos.mean().abs())
+
+
+# ----------------------------------------------------------------------------- all at once
+def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | None = None, *,
+                     global_mean: str = "samples", unbiased: bool = True, route: str = "auto") -> dict:
+    """Every metric computable from the statistics (and W), keyed by the book's stable names.
+
+    NC4 (``ncc_mismatch``) needs the features themselves and is added by :func:`measure`.
+    """
+    stats = _as_stats(stats)
+    kw = dict(global_mean=global_mean)
+    out = {
+        "trace_ratio": trace_ratio(stats, **kw),
+        "equinorm_means": equinorm(stats, unbiased=unbiased, **kw),
+        "equiangularity": equiangularity(stats, unbiased=unbiased, **kw),
+        "max_angle": max_angle(stats, **kw),
+        "etf_error": gram_etf_error(stats, **kw),
+        "cdnv": cdnv(stats),
+    }
+    if stats.track_scatter:
+        out["nc1"] = nc1(stats, route=route, **kw)
+    if stats.num_classes > stats.dim + 1:
+        out["equinorm_log"] = equinorm_log(stats, unbiased=unbiased, **kw)
+        hu = hyperspherical_uniformity(stats, unbiased=unbiased, **kw)
+        out["uniformity_energy"], out["uniformity_spread"] = hu["energy"], hu["spread"]
+    if W is not None:
+        W, b = _check_classifier(W, stats.num_classes, stats.dim, b)
+        out["equinorm_classifier"] = equinorm(W.detach().to(torch.float64), unbiased=unbiased)
+        out["self_duality"] = self_duality(stats, W.detach(), **kw)
+        out["self_duality_zhu"] = self_duality_zhu(stats, W.detach(), **kw)
+        if stats.num_classes > stats.dim + 1:
+            out["uniform_duality"] = uniform_duality(stats, W.detach(), unbiased=unbiased, **kw)
+    return out
+
+
+@dataclass
+class NCMetrics:
+    """The result of :func:`measure`: every NC metric under a stable name, plus the stats.
+
+    ``metrics`` is a plain dict (``nc1``, ``trace_ratio``, ``equinorm_means``,
+    ``equinorm_classifier``, ``equiangularity``, ``max_angle``, ``etf_error``, ``self_duality``,
+    ``self_duality_zhu``, ``ncc_mismatch``, ``cdnv``, ``accuracy``, ``n``, and the many-class
+    variants when K > D+1); ``stats`` is the first-pass :class:`FeatureStats`.
+    """
+
+    metrics: dict
+    stats: FeatureStats = field(repr=False)
+
+    def __getitem__(self, key):
+        return self.metrics[key]
+
+    def to_dict(self) -> dict:
+        return dict(self.metrics)
+
+
+def _batches_from_tensors(features: Tensor, labels: Tensor, batch_size: int):
+    for s in range(0, features.shape[0], batch_size):
+        yield features[s:s + batch_size], labels[s:s + batch_size]
+
+
+def _orthonormal_span(Mc: Tensor, rtol: float = 1e-12) -> Tensor:
+    """D×r orthonormal basis of the row space of the K×D matrix Mc (SVD, tolerance rtol·s_max)."""
+    _, s, Vh = torch.linalg.svd(Mc, full_matrices=False)
+    r = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
+    return Vh[:r].T
+
+
+def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W, b, *,
+              global_mean: str, unbiased: bool, route: str, device) -> NCMetrics:
+    """Pass 1: means and per-class variances. Pass 2: NC4 and the within-class scatter —
+    projected on the span of the centred means when D > K (the K×K route, exact because
+    Σ_B⁺ lives in that span), full D×D otherwise."""
+    stats = None
+    for x, y in batches():
+        if stats is None:
+            if x.ndim != 2:
+                raise ValueError(f"features must be 2-D (N×D), got shape {tuple(x.shape)}")
+            stats = FeatureStats(K, x.shape[1], scatter=False, device=device)
+        stats.update(x, y)
+    if stats is None:
+        raise ValueError("no data: the loader produced no batches")
+    stats.sync()
+    D = stats.dim
+    if W is not None:
+        W, b = _check_classifier(W, K, D, b)
+        W = W.detach().to(device=stats.device, dtype=torch.float64)
+        b = None if b is None else b.detach().to(device=stats.device, dtype=torch.float64)
+    if route == "auto":
+        route = "kk" if D > K else "dd"
+    ref = stats.global_mean(global_mean)
+    Q = _orthonormal_span(stats.means - stats.means.mean(0)) if route == "kk" else None
+    inner = FeatureStats(K, Q.shape[1] if Q is not None else D, scatter=True, device=stats.device)
+    mism = torch.zeros((), dtype=torch.float64, device=stats.device)
+    correct = torch.zeros((), dtype=torch.float64, device=stats.device)
+    for x, y in batches():
+        x = x.detach().to(device=stats.device, dtype=torch.float64)
+        y = y.to(device=stats.device, dtype=torch.long)
+        inner.update((x - ref) @ Q if Q is not None else x, y)
+        if W is not None:
+            pred = _net_predict(x, W, b)
+            mism += (pred != _ncc_predict(x, stats.means)).sum()
+            correct += (pred == y).sum()
+    inner.sync()
+    if W is not None:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(mism)
+            dist.all_reduce(correct)
+    out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased)
+    if Q is not None and Q.shape[1] == 0:
+        out["nc1"] = math.inf
+    else:
+        # inner stats live in the mean span (or are the full stats); the same global-mean
+        # convention applies there because the projection is affine with the same weights.
+        out["nc1"] = nc1(inner, global_mean=global_mean, route="dd")
+    N = stats.counts.sum()
+    if W is not None:
+        out["ncc_mismatch"] = float(mism / N)
+        out["accuracy"] = float(correct / N)
+    out["n"] = int(N.item())
+    return NCMetrics(out, stats)
+
+
+def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, b: Tensor | None = None, *,
+                     num_classes: int | None = None, batch_size: int = 8192, global_mean: str = "samples",
+                     unbiased: bool = True, route: str = "auto") -> NCMetrics:
+    """All NC metrics for features already in memory (streamed in batches of ``batch_size``).
+
+    The same two-pass computation as :func:`measure`; ``num_classes`` defaults to max label + 1.
+    """
+    features = _require_tensor(features, "features")
+    labels = _require_tensor(labels, "labels")
+    _check_choice(route, "route", _ROUTES)
+    if num_classes is None:
+        if labels.numel() == 0:
+            raise ValueError("no data: labels are empty")
+        num_classes = int(labels.max()) + 1
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    if features.ndim != 2 or labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise ValueError(f"features must be N×D with N labels: got {tuple(features.shape)} and {tuple(labels.shape)}")
+    return _two_pass(lambda: _batches_from_tensors(features, labels, batch_size), num_classes, W, b,
+                     global_mean=global_mean, unbiased=unbiased, route=route, device=features.device)
+
+
+def _find_module(model: torch.nn.Module, layer) -> torch.nn.Module:
+    if isinstance(layer, torch.nn.Module):
+        return layer
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"model has no module named {layer!r}; available: {sorted(k for k in modules if k)[:20]}")
+    return modules[layer]
+
+
+def _classifier_of(model, classifier):
+    """(W, b) from an explicit classifier (Linear, tensor, or (W, b)) or from ``model.classifier``/``model.fc``."""
+    if classifier is None:
+        for name in ("classifier", "fc", "head"):
+            mod = getattr(model, name, None)
+            if isinstance(mod, torch.nn.Linear):
+                classifier = mod
+                break
+            if mod is not None and hasattr(mod, "weight"):
+                classifier = mod
+                break
+    if classifier is None or classifier is False:
+        return None, None
+    if isinstance(classifier, Tensor):
+        return classifier, None
+    if isinstance(classifier, (tuple, list)) and len(classifier) == 2:
+        return classifier[0], classifier[1]
+    W = getattr(classifier, "weight", None)
+    if W is None:
+        raise TypeError("classifier must be a Linear-like module, a K×D tensor or a (W, b) pair")
+    return W, getattr(classifier, "bias", None)
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, classifier=None,
+            device=None, global_mean: str = "samples", unbiased: bool = True, route: str = "auto") -> NCMetrics:
+    """Measure neural collapse of ``model`` on the data of ``loader`` (two streaming passes).
+
+    Features are taken from ``model.features(x)`` when the model has that method and ``layer``
+    is None; otherwise from the *input* of the module named ``layer`` (e.g. ``"fc"`` of a
+    torchvision ResNet, i.e. the pooled penultimate features) or its output when
+    ``layer=("name", "output")``, via a forward hook — so collapse can be measured at any layer.
+    Features are flattened per sample. The classifier (W, b) comes from ``classifier`` or from
+    the model's ``classifier``/``fc`` Linear; pass ``classifier=False`` to skip NC3/NC4.
+    Under ``torch.distributed`` each rank streams its shard and the statistics are all-reduced.
+    The model is put in eval mode for the measurement and restored afterwards.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_choice(route, "route", _ROUTES)
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    W, b = _classifier_of(model, classifier)
+    where = "input"
+    if isinstance(layer, tuple):
+        layer, where = layer
+        _check_choice(where, "layer position", ("input", "output"))
+    captured: list[Tensor] = []
+    handle = None
+    if layer is not None or not hasattr(model, "features") or not callable(getattr(model, "features")):
+        target = _find_module(model, layer if layer is not None else ("fc" if hasattr(model, "fc") else "classifier"))
+
+        def hook(mod, inp, out):
+            captured.append((inp[0] if where == "input" else out).detach())
+
+        handle = target.register_forward_hook(hook)
+
+    was_training = model.training
+    model.eval()
+
+    def batches():
+        for xb, yb in loader:
+            xb = xb.to(device)
+            if handle is None:
+                feats = model.features(xb)
+            else:
+                captured.clear()
+                model(xb)
+                feats = captured[-1]
+            yield feats.flatten(1), yb
+
+    try:
+        return _two_pass(batches, num_classes, W, b, global_mean=global_mean, unbiased=unbiased,
+                         route=route, device=device)
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was_training)
