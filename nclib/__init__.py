@@ -1,15 +1,25 @@
 """nclib — exact, streaming neural-collapse measurements and the experiments of the
 Neural Collapse companion book.
 
-Modules (one responsibility each; see CONTRIBUTING.md):
-
-* :mod:`nclib.metrics`  — per-class feature statistics and every NC measurement
-* :mod:`nclib.geometry` — simplex ETFs, the nearest ETF
-* :mod:`nclib.data`     — MNIST-1D (procedural), digits, Gaussian mixtures, torchvision sets
+Modules (one responsibility each; see CONTRIBUTING.md): ``metrics``, ``geometry``, ``data``,
+``models``, ``losses``, ``train``, ``ufm``, ``plots``, ``claims``, ``profiles``.
+Submodules are imported on first use, so ``import nclib`` stays light.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from . import geometry, metrics  # noqa: E402,F401  (light: torch/numpy only)
+_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "train", "ufm", "plots", "claims", "profiles")
 
-__all__ = ["__version__", "metrics", "geometry"]
+__all__ = ["__version__", "setup_notebook", *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "setup_notebook":
+        from .profiles import setup_notebook
+
+        return setup_notebook
+    raise AttributeError(f"module 'nclib' has no attribute {name!r}")
