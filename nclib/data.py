@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["Data", "load", "mnist1d", "digits", "gaussian_mixture", "torchvision_set", "DATASETS",
+__all__ = ["Data", "load", "class_subset", "mnist1d", "digits", "gaussian_mixture", "torchvision_set", "DATASETS",
            "TORCHVISION_SETS"]
 
 
@@ -108,25 +108,59 @@ def _mnist1d_arrays(n_total: int, seed: int):
     return d["x"].astype(np.float32), d["y"].astype(np.int64)
 
 
-def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0) -> Data:
+def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0, classes=None) -> Data:
     """MNIST-1D: 10 classes of length-40 signals, generated procedurally (no download).
 
     ``n_train + n_test`` samples are drawn with the package's ``make_dataset`` (10 templates
     under random padding, translation, shear, scale and correlated noise, ``seed``), shuffled,
     and split; the package standardises the whole set to mean 0 and std 1. The package reseeds
     Python's and NumPy's global RNGs; that side effect is undone here.
+
+    ``classes`` (e.g. ``[0, 1, 2, 3]``) keeps only those digits, relabelled 0..len−1 in the
+    given order; ``n_train``/``n_test`` then count the kept samples.
     """
     _check_sizes(n_train=n_train, n_test=n_test)
     _check_seed(seed)
+    keep = _check_classes(classes, 10)
     n_total = n_train + n_test
-    if n_total < 10:
-        raise ValueError(f"MNIST-1D needs at least 10 samples in all, got {n_total}")
+    if n_total < len(keep):
+        raise ValueError(f"MNIST-1D needs at least {len(keep)} samples in all, got {n_total}")
     # make_dataset draws num_samples // 10 per class: round up, then cut.
-    per_class = -(-n_total // 10)
+    per_class = -(-n_total // len(keep))
     x, y = _mnist1d_arrays(per_class * 10, int(seed))
-    X, Y = torch.from_numpy(x[:n_total].copy()), torch.from_numpy(y[:n_total].copy())
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    if classes is not None:
+        sel = torch.isin(Y, torch.tensor(keep))
+        X, Y = X[sel], _relabel(Y[sel], keep)
+    X, Y = X[:n_total].clone(), Y[:n_total].clone()
     return Data("mnist1d", TensorDataset(X[:n_train], Y[:n_train]), TensorDataset(X[n_train:], Y[n_train:]),
-                10, (40,), {"seed": seed})
+                len(keep), (40,), {"seed": seed, "classes": keep})
+
+
+def _check_classes(classes, K: int) -> list[int]:
+    if classes is None:
+        return list(range(K))
+    keep = [int(c) for c in classes]
+    if len(keep) < 2 or len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= K:
+        raise ValueError(f"classes must be ≥ 2 distinct labels in 0..{K - 1}, got {list(classes)}")
+    return keep
+
+
+def _relabel(y: torch.Tensor, keep: list[int]) -> torch.Tensor:
+    lut = torch.full((int(max(keep)) + 1,), -1, dtype=torch.long)
+    lut[torch.tensor(keep)] = torch.arange(len(keep))
+    return lut[y]
+
+
+def class_subset(data: Data, classes) -> Data:
+    """Keep only ``classes`` of a tensor-backed :class:`Data`, relabelled 0..len−1 in that order."""
+    keep = _check_classes(classes, data.num_classes)
+    splits = []
+    for split in ("train", "test"):
+        X, y = data.tensors(split)
+        sel = torch.isin(y, torch.tensor(keep))
+        splits.append(TensorDataset(X[sel], _relabel(y[sel], keep)))
+    return Data(data.name, splits[0], splits[1], len(keep), data.input_shape, {**data.info, "classes": keep})
 
 
 def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Data:
@@ -229,11 +263,19 @@ DATASETS = {"mnist1d": mnist1d, "digits": digits, "gaussian": gaussian_mixture}
 
 def load(name: str, **kwargs) -> Data:
     """Load a data set by name: ``mnist1d``, ``digits``, ``gaussian``, ``cifar10``, ``mnist``,
-    ``fashion_mnist``; keyword arguments go to the generator/loader."""
+    ``fashion_mnist``; keyword arguments go to the generator/loader, and ``classes=[...]`` keeps
+    only those classes (relabelled 0..len−1) of any set."""
     if not isinstance(name, str):
         raise TypeError(f"data set name must be a str, got {type(name).__name__}")
+    if name == "mnist1d":
+        return mnist1d(**kwargs)
+    classes = kwargs.pop("classes", None)
     if name in DATASETS:
-        return DATASETS[name](**kwargs)
-    if name in TORCHVISION_SETS:
-        return torchvision_set(name, **kwargs)
+        d = DATASETS[name](**kwargs)
+    elif name in TORCHVISION_SETS:
+        d = torchvision_set(name, **kwargs)
+    else:
+        d = None
+    if d is not None:
+        return d if classes is None else class_subset(d, classes)
     raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS) + sorted(TORCHVISION_SETS)}")

@@ -13,6 +13,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sync_notebooks import colab_cells  # noqa: E402
 
 
+PARAMETERS = ('import os\n'
+              'PROFILE = os.environ.get("NCLIB_PROFILE", "quick")  # "quick": CPU, embedded data · "full": GPU, paper scale\n'
+              'SEED = 0')
+
+
 def main(num: str, slug: str, title: str) -> None:
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{num}_{slug}.ipynb"
     if path.exists():
@@ -22,7 +27,7 @@ def main(num: str, slug: str, title: str) -> None:
     nb.cells = [
         nbf.v4.new_markdown_cell(f"# {title}\n\n{badge}"),
         nbf.v4.new_code_cell(install),
-        nbf.v4.new_code_cell('PROFILE = "quick"  # "quick": CPU, embedded data; "full": GPU, paper scale\nSEED = 0',
+        nbf.v4.new_code_cell(PARAMETERS,
                              metadata={"tags": ["parameters"]}),
         nbf.v4.new_code_cell("import nclib\nfrom nclib.claims import claim\n\nnclib.setup_notebook(PROFILE, SEED)"),
         nbf.v4.new_markdown_cell("## Reproduction checks"),

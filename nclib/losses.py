@@ -1,0 +1,325 @@
+r"""Losses and the coding-rate quantities of MCR² (maximal coding rate reduction).
+
+Notation (features are **rows**, as everywhere in nclib): ``Z`` is n×d, one feature
+:math:`z_i \in \mathbb R^d` per row, labels :math:`y_i \in \{0..K-1\}`, :math:`Z_j` the
+:math:`n_j \times d` block of rows of class j.
+
+Yu, Chan, You, Song & Ma (2020), "Learning diverse and discriminative representations via the
+principle of maximal coding rate reduction", NeurIPS (bib key ``chan2021``), and Chan et al.
+(2022), "ReduNet", JMLR 23 (``chan2022redunet``), write the features as *columns* of a d×n
+matrix :math:`Z_{\text{paper}} = Z^\top` and define the coding rate
+
+.. math:: R(Z_{\text{paper}}, \varepsilon) = \tfrac12 \log\det\big(I_d + \tfrac{d}{n\varepsilon^2}
+          Z_{\text{paper}} Z_{\text{paper}}^\top\big).
+
+In the rows convention the same number is
+
+.. math:: R(Z, \varepsilon) = \tfrac12 \log\det\big(I_d + \tfrac{d}{n\varepsilon^2} Z^\top Z\big)
+          = \tfrac12 \log\det\big(I_n + \tfrac{d}{n\varepsilon^2} Z Z^\top\big)
+          = \tfrac12 \sum_i \log\big(1 + \tfrac{d}{n\varepsilon^2}\sigma_i^2\big),
+
+the middle equality by Sylvester's determinant identity, :math:`\sigma_i` the singular values of Z.
+
+**ε convention.** ``eps`` here is the ε of the formula (it enters squared). The authors' code
+(``github.com/ryanchankh/mcr2``, ``loss.py``) computes ``d / (m * eps)``: its ``eps`` is ε², and
+its ``train_sup.py`` documents ``--eps 0.5`` as "eps squared". So the published setting
+ε² = 0.5 is ``eps=math.sqrt(0.5)`` here (the default of :class:`MCR2Loss`).
+
+**Numerics.** Every log-determinant is taken of :math:`I + cG` with G a symmetric PSD Gram
+matrix, in float64 (float32 on MPS), by a Cholesky factorisation (:math:`\log\det = 2\sum\log L_{ii}`),
+falling back to clamped eigenvalues :math:`\sum\log(1+\max(c\lambda_i, 0))` if Cholesky fails.
+Since all eigenvalues of :math:`I+cG` are ≥ 1, zero, rank-deficient or fully collapsed features
+give finite values *and* finite gradients — unlike ``torch.logdet`` on the raw matrix in float32,
+which can return NaN for ill-conditioned inputs. The Gram is the smaller of the d×d
+(:math:`Z^\top Z`) and n×n (:math:`ZZ^\top`) ones unless ``route`` says otherwise.
+Accuracy: the absolute error is of order :math:`u\,c\lVert G\rVert \le u\,d/\varepsilon^2` for
+unit-norm rows (u ≈ 1.1e-16 in float64): ~1e-13 at ε² = 0.5, ~1e-5 for d = 512 and ε = 1e-4. For an
+absurdly small ε (:math:`c\lVert G\rVert` beyond ~1e15) the identity is lost to rounding and the
+value degrades, but stays finite.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "coding_rate",
+    "coding_rate_per_class",
+    "rate_reduction",
+    "RateReduction",
+    "MCR2Loss",
+    "mse_onehot_loss",
+]
+
+_ROUTES = ("auto", "dd", "nn")
+_METHODS = ("cholesky", "eigh")
+
+
+# ----------------------------------------------------------------------------- validation
+def _require_tensor(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_features(Z, name: str = "Z") -> Tensor:
+    Z = _require_tensor(Z, name)
+    if Z.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n×d, features as rows), got shape {tuple(Z.shape)}")
+    if not Z.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got {Z.dtype}")
+    if Z.shape[0] < 1 or Z.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(Z.shape)}")
+    if not torch.isfinite(Z).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return Z
+
+
+def _check_num_classes(num_classes, minimum: int = 1) -> int:
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    if num_classes < minimum:
+        raise ValueError(f"num_classes must be ≥ {minimum}, got {num_classes}")
+    return int(num_classes)
+
+
+def _check_labels(labels, n: int, num_classes: int, what: str = "Z") -> Tensor:
+    labels = _require_tensor(labels, "labels")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must be 1-D with one label per row of {what}: got labels "
+                         f"{tuple(labels.shape)} for {n} rows")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], "
+                         f"expected 0..{num_classes - 1}")
+    return labels
+
+
+def _check_positive(value, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return value
+
+
+def _check_nonnegative(value, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be non-negative and finite, got {value}")
+    return value
+
+
+def _check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _work_dtype(Z: Tensor) -> torch.dtype:
+    return torch.float32 if Z.device.type == "mps" else torch.float64
+
+
+def _out_dtype(Z: Tensor) -> torch.dtype:
+    return torch.promote_types(Z.dtype, torch.float32)
+
+
+def _pick_route(route: str, rows: int, d: int) -> str:
+    _check_choice(route, "route", _ROUTES)
+    if route == "auto":
+        return "nn" if rows < d else "dd"
+    return route
+
+
+# ----------------------------------------------------------------------------- linear algebra
+def _logdet_i_plus_cg(G: Tensor, c, method: str = "cholesky") -> Tensor:
+    r""":math:`\log\det(I + cG)` for a (batch of) symmetric PSD G (..., m, m) and c ≥ 0 (scalar or (...)).
+
+    ``"cholesky"``: :math:`2\sum_i \log L_{ii}` with :math:`LL^\top = I + cG`; if any factorisation
+    fails (only for astronomically large :math:`c\lVert G\rVert`) the whole batch falls back to
+    ``"eigh"``: :math:`\sum_i \log(1 + \max(\lambda_i(cG), 0))`. Both are differentiable with finite
+    gradients for every PSD G, including G = 0 and rank-one G.
+    """
+    _check_choice(method, "method", _METHODS)
+    G = 0.5 * (G + G.mT)
+    c = torch.as_tensor(c, dtype=G.dtype, device=G.device)
+    cG = c[..., None, None] * G
+    if method == "cholesky":
+        eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+        L, info = torch.linalg.cholesky_ex(eye + cG)
+        if not bool((info != 0).any()):
+            return 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    lam = torch.linalg.eigvalsh(cG).clamp_min(0.0)
+    return torch.log1p(lam).sum(-1)
+
+
+# ----------------------------------------------------------------------------- coding rates
+def coding_rate(Z: Tensor, eps: float, *, route: str = "auto") -> Tensor:
+    r"""Coding rate of the rows of ``Z`` (n×d) at distortion ε (Yu et al. 2020; ``chan2021``):
+
+    .. math:: R(Z, \varepsilon) = \tfrac12 \log\det\big(I_d + \tfrac{d}{n\varepsilon^2} Z^\top Z\big)
+              = \tfrac12 \log\det\big(I_n + \tfrac{d}{n\varepsilon^2} Z Z^\top\big)
+
+    (the paper's d×n matrix is :math:`Z^\top`; see the module docstring). Closed forms: Z = 0 gives
+    0; n identical rows z give :math:`\tfrac12\log(1 + d\lVert z\rVert^2/\varepsilon^2)`; rows that
+    are orthogonal with norms :math:`\sigma_i` give :math:`\tfrac12\sum_i\log(1+\tfrac{d\sigma_i^2}{n\varepsilon^2})`.
+
+    ``route``: ``"dd"`` uses the d×d Gram :math:`Z^\top Z`, ``"nn"`` the n×n Gram :math:`ZZ^\top`
+    (equal by Sylvester's determinant identity); ``"auto"`` takes ``"nn"`` when n < d. Computed in
+    float64 (float32 on MPS) and returned as a differentiable 0-dim tensor in Z's dtype (at least
+    float32); finite, with finite gradients, for zero or collapsed features.
+    """
+    Z = _check_features(Z)
+    eps = _check_positive(eps, "eps")
+    n, d = Z.shape
+    route = _pick_route(route, n, d)
+    Zw = Z.to(_work_dtype(Z))
+    G = Zw @ Zw.mT if route == "nn" else Zw.mT @ Zw
+    c = d / (n * eps ** 2)
+    return (0.5 * _logdet_i_plus_cg(G, c)).to(_out_dtype(Z))
+
+
+def coding_rate_per_class(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *,
+                          route: str = "auto") -> Tensor:
+    r"""Coding rate of the rows of ``Z`` given the partition by ``labels`` (Yu et al. 2020):
+
+    .. math:: R_c(Z, \Pi, \varepsilon) = \sum_{j=0}^{K-1} \frac{n_j}{2n}
+              \log\det\big(I_d + \tfrac{d}{n_j\varepsilon^2} Z_j^\top Z_j\big),
+
+    :math:`Z_j` the :math:`n_j` rows of class j (the paper's :math:`\operatorname{tr}(\Pi_j)=n_j`,
+    :math:`Z\Pi_jZ^\top` becomes :math:`Z_j^\top Z_j`). Classes absent from the batch contribute 0.
+    Closed form: if every row of class j equals :math:`\mu_j`,
+    :math:`R_c = \sum_j \frac{n_j}{2n}\log(1 + d\lVert\mu_j\rVert^2/\varepsilon^2)`.
+
+    Batched without a K×n×n membership tensor: the rows are sorted by class into a zero-padded
+    :math:`K_{\text{present}}\times m\times d` block (m = the largest class count; zero rows add zero
+    eigenvalues, so the padding changes no log-determinant), and all class Grams are factorised
+    at once. ``route="auto"`` uses the m×m Grams :math:`Z_jZ_j^\top` when m < d, else the d×d
+    ones. Differentiable, finite for collapsed classes.
+    """
+    Z = _check_features(Z)
+    eps = _check_positive(eps, "eps")
+    num_classes = _check_num_classes(num_classes)
+    n, d = Z.shape
+    labels = _check_labels(labels, n, num_classes)
+    labels = labels.to(device=Z.device, dtype=torch.long)
+    Zw = Z.to(_work_dtype(Z))
+    _, inv, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    order = torch.argsort(inv, stable=True)
+    cls = inv[order]
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(n, device=Z.device) - starts[cls]
+    m = int(counts.max())
+    P = Zw.new_zeros(counts.shape[0], m, d).index_put((cls, pos), Zw[order])
+    route = _pick_route(route, m, d)
+    G = P @ P.mT if route == "nn" else P.mT @ P
+    nj = counts.to(Zw.dtype)
+    logdets = _logdet_i_plus_cg(G, d / (nj * eps ** 2))
+    return (nj / (2 * n) * logdets).sum().to(_out_dtype(Z))
+
+
+class RateReduction(NamedTuple):
+    """ΔR = R − R_c with its two parts (0-dim tensors); unpacks as ``(delta_r, r, r_c)``."""
+
+    delta_r: Tensor
+    r: Tensor
+    r_c: Tensor
+
+
+def rate_reduction(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *,
+                   route: str = "auto") -> RateReduction:
+    r"""Rate reduction (Yu et al. 2020; ``chan2021``; ``chan2022redunet``):
+
+    .. math:: \Delta R(Z, \Pi, \varepsilon) = R(Z, \varepsilon) - R_c(Z, \Pi, \varepsilon),
+
+    returned as :class:`RateReduction` ``(delta_r, r, r_c)`` with :func:`coding_rate` and
+    :func:`coding_rate_per_class`. ΔR ≥ 0 (concavity of log det). The MCR² principle: on
+    normalised features ΔR is large when the classes span large, mutually orthogonal subspaces,
+    and much smaller for a collapsed (one point per class) configuration — e.g. for K classes on
+    K orthonormal directions (n_j = n/K, d ≥ K):
+    :math:`\Delta R = \tfrac K2\log(1+\tfrac{d}{K\varepsilon^2}) - \tfrac12\log(1+\tfrac{d}{\varepsilon^2})`.
+    """
+    r = coding_rate(Z, eps, route=route)
+    r_c = coding_rate_per_class(Z, labels, eps, num_classes, route=route)
+    return RateReduction(r - r_c, r, r_c)
+
+
+class MCR2Loss(nn.Module):
+    r"""The MCR² objective as a loss to minimise (Yu et al. 2020; ``chan2021``):
+
+    .. math:: \mathcal L(Z) = -\big(\gamma_1 R(Z,\varepsilon) - \gamma_2 R_c(Z,\Pi,\varepsilon)\big),
+
+    with γ1 = γ2 = 1 the plain :math:`-\Delta R`. The paper constrains features to the unit sphere
+    (the network's last layer normalises them); ``normalize=True`` (default) applies
+    ``F.normalize(Z, dim=1)`` inside, ``normalize=False`` leaves it to the caller.
+
+    ``eps`` is ε (it enters squared); the default :math:`\sqrt{0.5}` is the paper's ε² = 0.5 (the
+    authors' code passes ε² itself as ``eps=0.5``). Note the authors' code weights differently:
+    its ``gam1`` multiplies the *argument* of R's log det and its ``gam2`` multiplies R; here the
+    weights multiply R and R_c as in the formula above.
+
+    ``forward(Z, labels)`` returns the scalar loss; ``forward(Z, labels, return_parts=True)``
+    returns ``(loss, RateReduction)`` so that R and R_c can be logged without recomputing.
+    """
+
+    def __init__(self, num_classes: int, *, eps: float = math.sqrt(0.5), gamma1: float = 1.0,
+                 gamma2: float = 1.0, normalize: bool = True, route: str = "auto"):
+        super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
+        self.eps = _check_positive(eps, "eps")
+        self.gamma1 = _check_nonnegative(gamma1, "gamma1")
+        self.gamma2 = _check_nonnegative(gamma2, "gamma2")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        self.normalize = normalize
+        _check_choice(route, "route", _ROUTES)
+        self.route = route
+
+    def forward(self, Z: Tensor, labels: Tensor, *, return_parts: bool = False):
+        Z = _check_features(Z)
+        if self.normalize:
+            Z = F.normalize(Z, dim=1)
+        rr = rate_reduction(Z, labels, self.eps, self.num_classes, route=self.route)
+        loss = -(self.gamma1 * rr.r - self.gamma2 * rr.r_c)
+        return (loss, rr) if return_parts else loss
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, eps={self.eps:.4g}, gamma1={self.gamma1:g}, "
+                f"gamma2={self.gamma2:g}, normalize={self.normalize}")
+
+
+# ----------------------------------------------------------------------------- MSE
+def mse_onehot_loss(logits: Tensor, labels: Tensor, num_classes: int, scale: float = 1.0) -> Tensor:
+    r"""Square loss against (scaled) one-hot targets, as in the MSE neural-collapse literature:
+
+    .. math:: \mathcal L = \frac1N \sum_{i=1}^N \tfrac12 \big\lVert z_i - s\,e_{y_i} \big\rVert_2^2,
+
+    z_i the K logits of sample i, :math:`e_y` the one-hot vector, s = ``scale``: squared error
+    **summed over classes, halved, averaged over samples** — Han, Papyan & Donoho (2022,
+    ``han2022``), whose (1/2N) normalisation this is. ``scale`` is the target magnitude M of Hui &
+    Belkin (2021, "Evaluation of neural architectures trained with square loss vs cross-entropy",
+    ICLR), who use M > 1 for many classes (their extra weight k on the true class is not included).
+    Equal to ``K/2 * F.mse_loss(logits, s * one_hot)`` (torch averages over all N·K entries).
+    Zero exactly when ``logits == scale * one_hot(labels)``.
+    """
+    logits = _require_tensor(logits, "logits")
+    num_classes = _check_num_classes(num_classes, minimum=2)
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"logits must be 2-D (N×K) with K = num_classes = {num_classes}, "
+                         f"got shape {tuple(logits.shape)}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"logits must be floating point, got {logits.dtype}")
+    if logits.shape[0] < 1:
+        raise ValueError("logits are empty (N = 0)")
+    labels = _check_labels(labels, logits.shape[0], num_classes, what="logits")
+    scale = _check_positive(scale, "scale")
+    target = F.one_hot(labels.to(device=logits.device, dtype=torch.long), num_classes).to(logits.dtype) * scale
+    return 0.5 * ((logits - target) ** 2).sum(1).mean()
