@@ -347,12 +347,15 @@ def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto
     :math:`(\tilde M^\top\tilde M)^{+}=\tilde M^\top G^{+2}\tilde M` gives
     :math:`\mathrm{NC1}=\operatorname{Tr}(G^{+}AG^{+})` in O(KD²+K³). ``"auto"`` takes ``"kk"``
     when D > K. Both routes give the same number (tested to 1e-8).
+    When all class means coincide (Σ_B = 0) there is no collapse at all: ∞, as :func:`trace_ratio`.
     """
     stats = _as_stats(stats)
     _check_choice(route, "route", _ROUTES)
     Sw = stats.sigma_w("samples")
     Mc = stats.centered_means(global_mean)
     K, D = Mc.shape
+    if not bool(Mc.any()):
+        return math.inf
     if route == "auto":
         route = "kk" if D > K else "dd"
     if route == "kk":
@@ -661,6 +664,8 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
         b = None if b is None else b.detach().to(device=stats.device, dtype=torch.float64)
     if route == "auto":
         route = "kk" if D > K else "dd"
+    # the first-pass metrics validate the statistics (e.g. identical means) before the second pass
+    out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased)
     ref = stats.global_mean(global_mean)
     Q = _orthonormal_span(stats.means - stats.means.mean(0)) if route == "kk" else None
     inner = FeatureStats(K, Q.shape[1] if Q is not None else D, scatter=True, device=stats.device)
@@ -680,7 +685,6 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(mism)
             dist.all_reduce(correct)
-    out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased)
     if Q is not None and Q.shape[1] == 0:
         out["nc1"] = math.inf
     else:

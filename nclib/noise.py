@@ -17,7 +17,6 @@ never touched and the input labels are never modified.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch

@@ -18,10 +18,13 @@ export NCLIB_PROFILE="$PROFILE"
 mkdir -p .cache
 CONFIG=".cache/_config.$PROFILE.yml"
 python - "$PROFILE" "$CONFIG" <<'PY'
-import sys, yaml
+import os, sys, yaml
 profile, out = sys.argv[1], sys.argv[2]
 cfg = yaml.safe_load(open("_config.yml"))
-cfg["execute"]["cache"] = f".cache/jupyter/{profile}"
+cfg["execute"]["cache"] = os.path.abspath(f".cache/jupyter/{profile}")
+# the generated config lives in .cache/: make its relative paths absolute
+cfg["sphinx"]["local_extensions"] = {k: os.path.abspath(v) for k, v in cfg["sphinx"]["local_extensions"].items()}
+cfg["bibtex_bibfiles"] = [os.path.abspath(b) for b in cfg["bibtex_bibfiles"]]
 yaml.safe_dump(cfg, open(out, "w"), sort_keys=False)
 PY
 start=$(date +%s)
@@ -31,10 +34,23 @@ rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then
     echo
-    echo "BOOK BUILD FAILED (exit $rc). Execution reports of failing chapters:"
-    found=0
-    while IFS= read -r f; do echo "  $f"; found=1; done < <(find _build/html/reports -name '*.err.log' -newermt "@$start" 2>/dev/null)
-    [ "$found" -eq 1 ] || grep -o '_build/html/reports/[^ ]*\.err\.log' .cache/book-build.log | sort -u | sed 's/^/  /' || true
+    echo "BOOK BUILD FAILED (exit $rc)."
+    # raise_on_error stops the build before myst-nb writes its report: write one per failing
+    # chapter from the build log (traceback included: nb_execution_show_tb).
+    python - <<'PY'
+import re
+from pathlib import Path
+log = re.sub(r"\x1b\[[0-9;]*m", "", Path(".cache/book-build.log").read_text(errors="replace"))
+failed = sorted(set(re.findall(r"ExecutionError: (\S+\.(?:ipynb|md))", log)))
+start = log.find("Executing notebook failed")
+for nb in failed:
+    rep = Path("_build/html/reports") / (Path(nb).stem + ".err.log")
+    rep.parent.mkdir(parents=True, exist_ok=True)
+    rep.write_text(log[start:] if start >= 0 else log)
+    print(f"  execution report of the failing chapter {nb}:\n    {rep.resolve()}")
+if not failed:
+    print("  no chapter failed to execute; see the Sphinx errors above (warnings count as errors: -W)")
+PY
     echo "Full log: .cache/book-build.log"
     exit "$rc"
 fi

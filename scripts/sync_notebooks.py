@@ -31,7 +31,12 @@ def colab_cells(nb_name: str):
              f"(https://colab.research.google.com/github/{gh}/blob/{branch}/notebooks/{nb_name})")
     install = (f"{INSTALL_MARK}: on Google Colab, install nclib from the repository; elsewhere do nothing.\n"
                "import importlib.util, subprocess, sys\n"
-               "if importlib.util.find_spec(\"google.colab\") is not None and importlib.util.find_spec(\"nclib\") is None:\n"
+               "try:\n"
+               "    import google.colab  # noqa: F401  (only importable on Colab)\n"
+               "    ON_COLAB = True\n"
+               "except ImportError:\n"
+               "    ON_COLAB = False\n"
+               "if ON_COLAB and importlib.util.find_spec(\"nclib\") is None:\n"
                f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{url}@{branch}\"], check=True)")
     return badge, install
 
