@@ -161,9 +161,15 @@ def records_from_notebook(path) -> list[dict]:
 
 
 def ledger(records: list[dict]):
-    """The ledger as a pandas DataFrame: one row per claim, ordered by chapter then id."""
+    """The ledger as a pandas DataFrame: one row per claim, ordered by chapter then id
+    (numbered chapters numerically, so chapter 2 comes before chapter 10)."""
     import pandas as pd
+
+    def order(col):
+        if col.name != "chapter":
+            return col
+        return col.map(lambda c: f"{int(c):09d}" if str(c).strip().isdigit() else str(c))
 
     cols = ["chapter", "id", "source", "statement", "rule", "value", "reproduced", "note", "profile"]
     df = pd.DataFrame(records, columns=cols)
-    return df.sort_values(["chapter", "id"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["chapter", "id"], kind="stable", key=order).reset_index(drop=True)

@@ -704,7 +704,8 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
                      unbiased: bool = True, route: str = "auto") -> NCMetrics:
     """All NC metrics for features already in memory (streamed in batches of ``batch_size``).
 
-    The same two-pass computation as :func:`measure`; ``num_classes`` defaults to max label + 1.
+    The same two-pass computation as :func:`measure`; ``num_classes`` defaults to max label + 1
+    (the maximum over all ranks under ``torch.distributed``).
     """
     features = _require_tensor(features, "features")
     labels = _require_tensor(labels, "labels")
@@ -713,6 +714,12 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
         if labels.numel() == 0:
             raise ValueError("no data: labels are empty")
         num_classes = int(labels.max()) + 1
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            # every rank must use the same K, also when its shard lacks the top labels
+            top = torch.tensor([num_classes], dtype=torch.long, device=features.device)
+            dist.all_reduce(top, op=dist.ReduceOp.MAX)
+            num_classes = int(top.item())
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
     if features.ndim != 2 or labels.ndim != 1 or labels.shape[0] != features.shape[0]:

@@ -40,7 +40,7 @@ from . import metrics as metrics_mod
 from . import models as models_mod
 from .profiles import check_profile, default_device
 
-__all__ = ["TrainConfig", "Run", "fit", "log_epochs", "cache_dir", "atomic_save", "recipe", "features_of"]
+__all__ = ["TrainConfig", "Run", "fit", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,26 @@ class TrainConfig:
     ``data_kwargs``/``model_kwargs`` go to :func:`nclib.data.load` / :func:`nclib.models.build`.
     ``schedule``: ``"step"`` (×``gamma`` at ``milestones``), ``"cosine"`` or ``"constant"``.
     ``n_logs`` log-spaced epochs (plus epoch 0) are measured; ``measure_test`` also measures
-    NC on the test split. ``loss``: ``"ce"`` or ``"mse"`` (one-hot targets).
+    NC on the test split. ``loss``: ``"ce"``, ``"mse"`` (one-hot targets) or ``"mcr2"``.
+
+    ``loss="mcr2"`` trains the feature map alone with the MCR² objective
+    (:class:`nclib.losses.MCR2Loss`, ε = ``mcr2_eps``, default ε² = 0.5, on the L2-normalised
+    ``model.features``; Yu, Chan et al. 2020) — the classifier head is left out of the optimiser.
+    Its NC metrics are measured on the normalised features, and ``train_error``/``test_error``
+    (and ``val_error``) are those of a :class:`nclib.evaluation.NearestSubspace` classifier with
+    ``mcr2_components`` directions per class fitted on the (possibly noisy) training labels, as
+    the MCR² authors evaluate. ``val_size`` > 0 holds out that many training samples (seeded by
+    ``seed``, *before* any label noise, so their labels are clean) as a validation split whose
+    error is logged as ``val_error`` (for early stopping). ``log_rates=True`` (always on for
+    ``"mcr2"``) also logs, on the L2-normalised training features, the coding rates ``rate`` R
+    and ``rate_c`` R_c of MCR², the class-conditional rate ``rate_within`` (R_c of the features
+    minus their class means) and ``class_rank`` (mean per-class participation ratio of the
+    within-class spread; :func:`nclib.evaluation.class_ranks`).
+    Any other ``loss`` is looked up in the registry :data:`nclib.imbalance.LOSSES` (e.g.
+    ``"logit_adjusted"``, ``"class_balanced"``, ``"dot_regression"``, ``"multicenter_cosine"``,
+    ``"ce_align"``) and called with the logits, the labels, K, the penultimate features (captured
+    at the classifier's input when the loss needs them), the classifier module and ``loss_kwargs``.
+    New fields at their defaults leave :meth:`key` (and so existing cached runs) unchanged.
     """
 
     data: str = "mnist1d"
@@ -71,10 +90,29 @@ class TrainConfig:
     n_logs: int = 30
     measure_test: bool = True
     label_noise: float = 0.0
+    mcr2_eps: float = math.sqrt(0.5)
+    mcr2_components: int = 20
+    val_size: int = 0
+    log_rates: bool = False
+    loss_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.loss not in ("ce", "mse"):
-            raise ValueError(f"loss must be 'ce' or 'mse', got {self.loss!r}")
+        if self.loss not in _BUILTIN_LOSSES and self.loss not in _registered_losses():
+            raise ValueError(f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.imbalance.LOSSES "
+                             f"({sorted(_registered_losses())}), got {self.loss!r}")
+        if not isinstance(self.loss_kwargs, dict):
+            raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}")
+        if self.loss_kwargs and self.loss in _BUILTIN_LOSSES:
+            raise ValueError(f"loss_kwargs are for registered losses; loss={self.loss!r} takes none")
+        if not (isinstance(self.mcr2_eps, (int, float)) and not isinstance(self.mcr2_eps, bool)
+                and math.isfinite(self.mcr2_eps) and self.mcr2_eps > 0):
+            raise ValueError(f"mcr2_eps must be a positive number, got {self.mcr2_eps!r}")
+        for name, lo in (("mcr2_components", 1), ("val_size", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
+        if not isinstance(self.log_rates, bool):
+            raise TypeError(f"log_rates must be a bool, got {type(self.log_rates).__name__}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("step", "cosine", "constant"):
@@ -95,8 +133,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Cache key: sha256 of the config and the nclib version."""
-        blob = json.dumps({"config": self.to_dict(), "nclib": __version__}, sort_keys=True, default=str)
+        """Cache key: sha256 of the config's non-default fields and the nclib version.
+
+        Fields at their default value are left out, so adding a new optional field (with a
+        default that keeps the old behaviour) does not invalidate existing cached runs."""
+        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())}
+        blob = json.dumps({"config": changed, "nclib": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def replace(self, **changes) -> "TrainConfig":
@@ -118,6 +161,22 @@ class Run:
     curve: pd.DataFrame = None
     from_cache: bool = False
     seconds: float = 0.0
+    states: dict = field(default_factory=dict)  # {epoch: model state_dict}, kept by fit(keep_states=...)
+
+    def model_at(self, epoch: int) -> nn.Module:
+        """A copy of the model (eval mode, CPU) with the weights it had at the end of ``epoch``
+        (0: at initialisation) — only for epochs kept with ``fit(cfg, keep_states=...)``."""
+        if epoch not in self.states:
+            raise KeyError(f"no model state kept for epoch {epoch!r}; kept: {sorted(self.states)} "
+                           f"(ask fit(cfg, keep_states=(...)) for it)")
+        m = copy.deepcopy(self.model).cpu()
+        m.load_state_dict(self.states[epoch])
+        return m.eval()
+
+    def features_at(self, epoch: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate features (float64) and labels of a split under the weights of ``epoch``."""
+        X, y = self.data.tensors(split)
+        return features_of(self.model_at(epoch), X), y
 
     @property
     def tpt_start(self) -> int | None:
@@ -182,8 +241,39 @@ def _dist():
     return 0, 1
 
 
+def _hold_out(d: data_mod.Data, n_val: int, seed: int) -> data_mod.Data:
+    """Move ``n_val`` training samples (a seeded random choice) into ``info["val"]`` (a Dataset)."""
+    n = len(d.train)
+    if not 0 < n_val < n:
+        raise ValueError(f"val_size must be between 1 and the training-set size − 1 ({n - 1}), got {n_val}")
+    g = torch.Generator()
+    g.manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    va, tr = perm[:n_val].sort().values, perm[n_val:].sort().values
+    if isinstance(d.train, torch.utils.data.TensorDataset):
+        ts = d.train.tensors
+        train = torch.utils.data.TensorDataset(*(t[tr] for t in ts))
+        val = torch.utils.data.TensorDataset(*(t[va] for t in ts))
+    else:
+        train, val = torch.utils.data.Subset(d.train, tr.tolist()), torch.utils.data.Subset(d.train, va.tolist())
+    return data_mod.Data(d.name, train, d.test, d.num_classes, d.input_shape, {**d.info, "val": val})
+
+
+def _val_tensors(d: data_mod.Data):
+    """(X, y) of the held-out validation split, or (None, None)."""
+    val = d.info.get("val")
+    if val is None:
+        return None, None
+    if isinstance(val, torch.utils.data.TensorDataset):
+        return val.tensors[0], val.tensors[1]
+    xs, ys = zip(*(val[i] for i in range(len(val))))
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)
+
+
 def _load_data(cfg: TrainConfig) -> data_mod.Data:
     d = data_mod.load(cfg.data, **cfg.data_kwargs)
+    if cfg.val_size > 0:
+        d = _hold_out(d, cfg.val_size, cfg.seed)
     if cfg.label_noise > 0:
         from .noise import with_label_noise
 
@@ -198,7 +288,9 @@ def _build_model(cfg: TrainConfig, d: data_mod.Data) -> nn.Module:
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module):
-    params = [p for p in model.parameters() if p.requires_grad]
+    # MCR² trains the feature map only: the classifier head is not optimised (it stays at its init)
+    params = [p for n, p in model.named_parameters()
+              if p.requires_grad and not (cfg.loss == "mcr2" and n.startswith("classifier."))]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -212,10 +304,51 @@ def _optimizer(cfg: TrainConfig, model: nn.Module):
     return opt, sch
 
 
-def _loss(cfg: TrainConfig, logits, y, K):
+_BUILTIN_LOSSES = ("ce", "mse", "mcr2")
+
+
+def _registered_losses() -> dict:
+    """The named extra losses (nclib.imbalance.LOSSES, imported on first use)."""
+    from .imbalance import LOSSES
+
+    return LOSSES
+
+
+def _loss(cfg: TrainConfig, logits, y, K, features=None, classifier=None):
     if cfg.loss == "ce":
         return F.cross_entropy(logits, y)
-    return 0.5 * (logits - F.one_hot(y, K).to(logits.dtype)).pow(2).sum(1).mean()
+    if cfg.loss == "mse":
+        return 0.5 * (logits - F.one_hot(y, K).to(logits.dtype)).pow(2).sum(1).mean()
+    spec = _registered_losses()[cfg.loss]
+    return spec.fn(logits, y, K, features=features, classifier=classifier, **cfg.loss_kwargs)
+
+
+class _FeatureMap(nn.Module):
+    """``model.features`` as a module's forward (so DDP can wrap the feature map alone)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.features(x)
+
+
+def _normalized_features(model, X) -> torch.Tensor:
+    return F.normalize(features_of(model, X), dim=1)
+
+
+def _representation_rates(Z, y, K, eps) -> dict:
+    """Coding rates and per-class rank of L2-normalised features Z (see TrainConfig)."""
+    from .evaluation import class_ranks
+    from .losses import coding_rate_per_class, rate_reduction
+
+    rr = rate_reduction(Z, y, eps, K)
+    means = torch.zeros(K, Z.shape[1], dtype=Z.dtype).index_add_(0, y, Z) / torch.bincount(y, minlength=K).clamp_min(1)[:, None]
+    within = coding_rate_per_class(Z - means[y], y, eps, K)
+    ranks = class_ranks(Z, y, K, measure="pr", center=True)
+    return {"rate": float(rr.r), "rate_c": float(rr.r_c), "rate_within": float(within),
+            "class_rank": float(torch.nanmean(ranks))}
 
 
 def _tensor_batches(X, y, batch_size):
@@ -231,11 +364,60 @@ def _measure_split(model, X, y, K, *, rank, world, device, prefix=""):
     return out, m.stats
 
 
+@torch.no_grad()
+def _error_of(model, X, y) -> float:
+    """Error of the model's own predictions (argmax of the logits) on (X, y)."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    wrong = sum(int((model(X[s:s + 4096].to(dev)).argmax(1).cpu() != y[s:s + 4096]).sum())
+                for s in range(0, len(X), 4096))
+    model.train(was)
+    return wrong / len(X)
+
+
+def _log_mcr2(row, cfg, model, train, test, val, K) -> metrics_mod.FeatureStats:
+    """Fill ``row`` for an MCR² run: NC metrics of the L2-normalised features (no classifier),
+    nearest-subspace errors (fitted on the training labels), coding rates and class ranks."""
+    from .evaluation import NearestSubspace
+
+    (Xtr, ytr), (Xte, yte), (Xva, yva) = train, test, val
+    Ztr = _normalized_features(model, Xtr)
+    m = metrics_mod.measure_features(Ztr, ytr, num_classes=K)
+    row.update({k: v for k, v in m.metrics.items() if k != "n"})
+    ns = NearestSubspace(cfg.mcr2_components).fit(Ztr, ytr, K)
+    row["train_error"] = 1.0 - ns.score(Ztr, ytr)
+    Zte = _normalized_features(model, Xte)
+    row["test_error"] = 1.0 - ns.score(Zte, yte)
+    if cfg.measure_test:
+        mt = metrics_mod.measure_features(Zte, yte, num_classes=K)
+        row.update({f"test_{k}": v for k, v in mt.metrics.items() if k != "n"})
+    if Xva is not None:
+        row["val_error"] = 1.0 - ns.score(_normalized_features(model, Xva), yva)
+    row.update(_representation_rates(Ztr, ytr, K, cfg.mcr2_eps))
+    model.train()
+    return m.stats
+
+
 def _snapshot(stats: metrics_mod.FeatureStats, model) -> dict:
     W = model.classifier.weight.detach().double().cpu().clone()
     b = getattr(model.classifier, "bias", None)
     return {"means": stats.means.cpu().clone(), "W": W,
             "b": b.detach().double().cpu().clone() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64)}
+
+
+def _check_keep_states(keep_states, epochs: int) -> set:
+    """``fit(keep_states=...)`` as a set of epochs in 0..epochs (ValueError/TypeError otherwise)."""
+    if isinstance(keep_states, (str, bytes)) or not hasattr(keep_states, "__iter__"):
+        raise TypeError(f"keep_states must be an iterable of epochs, got {type(keep_states).__name__}")
+    out = set()
+    for e in keep_states:
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer)):
+            raise TypeError(f"keep_states must hold int epochs, got {e!r}")
+        if not 0 <= int(e) <= epochs:
+            raise ValueError(f"keep_states epoch {int(e)} is outside 0..{epochs}")
+        out.add(int(e))
+    return out
 
 
 def _pbar(total, enabled, desc):
@@ -246,8 +428,13 @@ def _pbar(total, enabled, desc):
 
 # ----------------------------------------------------------------------------- fit
 def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=None, checkpoint_every: int = 10,
-        stop_after: int | None = None, root: str | Path | None = None) -> Run:
+        stop_after: int | None = None, root: str | Path | None = None, keep_states=()) -> Run:
     """Train (or load from the results cache) the run described by ``cfg``.
+
+    ``keep_states`` (epochs, 0 = initialisation) stores the model's state_dict at the end of
+    those epochs in ``Run.states`` (and in the cache), so features at intermediate epochs can
+    be recomputed (``Run.features_at``). It is not part of the cache key: a cached run that
+    lacks a requested state is trained again (same result on the CPU) to record it.
 
     ``checkpoint_every`` epochs a checkpoint is written atomically to the run's cache folder;
     calling ``fit`` again with the same config resumes from it and ends at the same result.
@@ -259,47 +446,83 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     t0 = time.perf_counter()
     rank, world = _dist()
+    if cfg.loss == "mcr2" and world > 1:
+        raise NotImplementedError("loss='mcr2' is single-process only: its log-determinants do not split "
+                                  "over per-rank shards of a batch")
     run_dir = Path(root or cache_dir()) / "runs" / cfg.key()
     result_path, ckpt_path = run_dir / "result.pt", run_dir / "ckpt.pt"
     d = _load_data(cfg)
     K = d.num_classes
     model = _build_model(cfg, d)
+    keep = _check_keep_states(keep_states, cfg.epochs)
     if cache and result_path.exists():
         res = torch.load(result_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(res["model"])
-        model.eval()
-        return Run(cfg, pd.DataFrame(res["history"]), res["snapshots"], model, d, pd.DataFrame(res["curve"]),
-                   from_cache=True, seconds=time.perf_counter() - t0)
+        if keep <= set(res.get("states", {})):
+            model.load_state_dict(res["model"])
+            model.eval()
+            return Run(cfg, pd.DataFrame(res["history"]), res["snapshots"], model, d, pd.DataFrame(res["curve"]),
+                       from_cache=True, seconds=time.perf_counter() - t0, states=res.get("states", {}))
+        keep |= set(res.get("states", {}))
+        print(f"[nclib] the cached run {cfg.key()} lacks the model states of epochs "
+              f"{sorted(keep - set(res.get('states', {})))}; training it again to keep them")
 
     dev = default_device(device)
     model.to(dev)
     opt, sch = _optimizer(cfg, model)
-    rows, snaps, curve, start = [], {}, [], 0
+    rows, snaps, curve, start, states = [], {}, [], 0, {}
     if cache and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sch.load_state_dict(ck["scheduler"])
         rows, snaps, curve, start = ck["rows"], ck["snapshots"], ck["curve"], ck["epoch"] + 1
-    net = model
+        states = ck.get("states", {})
+        if keep - set(states) - set(range(start, cfg.epochs + 1)):  # a wanted state passed before this checkpoint
+            rows, snaps, curve, start, states = [], {}, [], 0, {}
+            model = _build_model(cfg, d).to(dev)
+            opt, sch = _optimizer(cfg, model)
+
+    def keep_state(epoch):
+        if epoch in keep:
+            states[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    mcr2 = cfg.loss == "mcr2"
+    net = _FeatureMap(model) if mcr2 else model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+        net = nn.parallel.DistributedDataParallel(net)
+    mcr2_loss = None
+    if mcr2:
+        from .losses import MCR2Loss
+
+        mcr2_loss = MCR2Loss(K, eps=cfg.mcr2_eps, normalize=True)
 
     Xtr, ytr = d.tensors("train")
     Xte, yte = d.tensors("test")
+    Xva, yva = _val_tensors(d)
     Xtr_d, ytr_d = Xtr.to(dev), ytr.to(dev)
     logged = set(log_epochs(cfg.epochs, cfg.n_logs))
+    # registered losses that need the penultimate features get them from the classifier's input
+    captured, hook = {}, None
+    if cfg.loss not in _BUILTIN_LOSSES and _registered_losses()[cfg.loss].needs_features:
+        hook = model.classifier.register_forward_hook(lambda mod, inp, out: captured.__setitem__("h", inp[0]))
     local_bs = max(1, cfg.batch_size // world)
 
     def log(epoch, train_loss):
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss}
-        tr, stats = _measure_split(model, Xtr, ytr, K, rank=rank, world=world, device=dev)
-        row.update(tr)
-        row["train_error"] = row.pop("error")
-        te, _ = _measure_split(model, Xte, yte, K, rank=rank, world=world, device=dev, prefix="test_")
-        row["test_error"] = te["test_error"]
-        if cfg.measure_test:
-            row.update(te)
+        if mcr2:
+            stats = _log_mcr2(row, cfg, model, (Xtr, ytr), (Xte, yte), (Xva, yva), K)
+        else:
+            tr, stats = _measure_split(model, Xtr, ytr, K, rank=rank, world=world, device=dev)
+            row.update(tr)
+            row["train_error"] = row.pop("error")
+            te, _ = _measure_split(model, Xte, yte, K, rank=rank, world=world, device=dev, prefix="test_")
+            row["test_error"] = te["test_error"]
+            if cfg.measure_test:
+                row.update(te)
+            if Xva is not None:
+                row["val_error"] = _error_of(model, Xva, yva)
+            if cfg.log_rates:
+                row.update(_representation_rates(_normalized_features(model, Xtr), ytr, K, cfg.mcr2_eps))
         rows.append(row)
         snaps[epoch] = _snapshot(stats, model)
         model.train()
@@ -308,29 +531,36 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     bar.update(start)
     if start == 0 and 0 in logged:
         log(0, float("nan"))
+    if start == 0:
+        keep_state(0)
     for epoch in range(max(start, 1), cfg.epochs + 1):
         model.train()
         g = torch.Generator()
         g.manual_seed(cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(Xtr), generator=g).to(dev)
         n_full = len(perm) // cfg.batch_size * cfg.batch_size
-        # a trailing batch of < 2 samples would break BatchNorm: fold it away
+        # a trailing batch of < 2 samples (per rank) would break BatchNorm: fold it away
         stops = list(range(0, n_full, cfg.batch_size))
-        if len(perm) - n_full >= 2:
+        if len(perm) - n_full >= 2 * world:
             stops.append(n_full)
         tot, cnt, wrong = 0.0, 0, 0
         lr = opt.param_groups[0]["lr"]
         for s in stops:
             idx = perm[s:s + cfg.batch_size][rank::world] if world > 1 else perm[s:s + cfg.batch_size]
             xb, yb = Xtr_d[idx], ytr_d[idx]
-            logits = net(xb)
-            loss = _loss(cfg, logits, yb, K)
+            out = net(xb)
+            loss = mcr2_loss(out, yb) if mcr2 else _loss(cfg, out, yb, K, captured.pop("h", None), model.classifier)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if world > 1:  # DDP averages the ranks' gradients: weight each rank by its share of the
+                # batch, so an uneven split (the trailing batch) still gives the batch-mean gradient
+                (loss * (len(idx) * world / len(perm[s:s + cfg.batch_size]))).backward()
+            else:
+                loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(idx)
             cnt += len(idx)
-            wrong += int((logits.detach().argmax(1) != yb).sum())
+            # MCR² has no logits during training: its running error is undefined (nan)
+            wrong += 0 if mcr2 else int((out.detach().argmax(1) != yb).sum())
         if world > 1:
             import torch.distributed as dist
 
@@ -338,69 +568,76 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
             dist.all_reduce(red)
             tot, cnt, wrong = float(red[0]), int(red[1]), int(red[2])
         curve.append({"epoch": epoch, "lr": lr, "train_loss": tot / max(cnt, 1),
-                      "train_error_running": wrong / max(cnt, 1)})
+                      "train_error_running": math.nan if mcr2 else wrong / max(cnt, 1)})
         sch.step()
         if epoch in logged:
             log(epoch, tot / max(cnt, 1))
-        if cache and rank == 0 and (epoch % checkpoint_every == 0 or epoch == stop_after) and epoch < cfg.epochs:
+        keep_state(epoch)
+        # (a stop at the last epoch also checkpoints, so the next call finishes without retraining)
+        if cache and rank == 0 and ((epoch % checkpoint_every == 0 and epoch < cfg.epochs) or epoch == stop_after):
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sch.state_dict(),
-                         "rows": rows, "snapshots": snaps, "curve": curve, "epoch": epoch}, ckpt_path)
+                         "rows": rows, "snapshots": snaps, "curve": curve, "epoch": epoch, "states": states}, ckpt_path)
         bar.update(1)
         if stop_after is not None and epoch >= stop_after:
             bar.close()
+            if hook is not None:
+                hook.remove()
             return None
     bar.close()
+    if hook is not None:
+        hook.remove()
     model.eval()
     model.cpu()
     history = pd.DataFrame(rows)
     if cache and rank == 0:
         atomic_save({"model": model.state_dict(), "history": history.to_dict("list"), "snapshots": snaps,
                      "curve": pd.DataFrame(curve).to_dict("list"),
-                     "config": json.dumps(cfg.to_dict(), default=str), "nclib": __version__}, result_path)
+                     "config": json.dumps(cfg.to_dict(), default=str), "nclib": __version__, "states": states}, result_path)
         if ckpt_path.exists():
             ckpt_path.unlink()
     return Run(cfg, history, snaps, model, d, pd.DataFrame(curve), from_cache=False,
-               seconds=time.perf_counter() - t0)
+               seconds=time.perf_counter() - t0, states=states)
 
 
 # ----------------------------------------------------------------------------- recipes
 _RECIPE_DATA = {"papyan": "cifar10"}
 
 
-def _full_data_available(name: str) -> bool:
-    """Try to load (downloading if needed) the torchvision set a full-profile recipe uses."""
-    ds = _RECIPE_DATA.get(name)
-    if ds is None:
-        return True
+def resolve_profile(profile: str, dataset: str | None) -> str:
+    """The profile a chapter can actually run: ``"full"`` needs the torchvision ``dataset``
+    (loaded, or downloaded when there is a network). When it cannot be had, print a clear
+    message and return ``"quick"`` — same claims, smaller experiment."""
+    check_profile(profile)
+    if profile == "quick" or dataset is None:
+        return profile
     try:
-        data_mod.torchvision_set(ds, download=True)
-        return True
+        data_mod.torchvision_set(dataset, download=True)
+        return "full"
     except Exception as e:  # no network, corrupted files, ...
-        print(f"[nclib] could not load {ds}: {type(e).__name__}: {e}")
-        return False
+        print(f"[nclib] The full profile needs {dataset}, which could not be loaded or downloaded "
+              f"({type(e).__name__}: {e}). Falling back to the QUICK profile: same claims, smaller experiment.")
+        return "quick"
 
 
 def recipe(name: str, profile: str = "quick", *, fallback: bool = True, **overrides) -> TrainConfig:
     """Named training recipes, one per experiment family, for each profile.
 
-    ``"papyan"`` — the terminal-phase recipe of chapter 1. quick: MNIST-1D (4,000/1,000), MLP
-    3×512 with BatchNorm, SGD momentum 0.9, weight decay 5e-4·10, batch 128, lr ÷10 at 1/2 and
-    3/4 of the epochs; full: CIFAR-10, ResNet-18, Papyan et al.'s recipe (SGD momentum 0.9, weight
+    ``"papyan"`` — the terminal-phase recipe of chapter 1. quick: MNIST-1D (2,000/1,000), MLP
+    3×512 with BatchNorm, SGD momentum 0.9, weight decay 5e-3, batch 128, 300 epochs, lr 0.05
+    ÷10 at epochs 100 and 200; full: CIFAR-10, ResNet-18, Papyan et al.'s recipe (SGD momentum 0.9, weight
     decay 5e-4, batch 128, 350 epochs, lr ÷10 at 1/3 and 2/3).
 
     With ``profile="full"`` and ``fallback=True``, when the torchvision data cannot be loaded or
     downloaded, a clear message is printed and the quick recipe is returned instead.
     """
     check_profile(profile)
-    if profile == "full" and fallback and not _full_data_available(name):
-        print(f"[nclib] The full profile needs torchvision data that could not be found or downloaded "
-              f"(no network?). Falling back to the QUICK profile: same claims, smaller experiment.")
-        profile = "quick"
+    if fallback:
+        profile = resolve_profile(profile, _RECIPE_DATA.get(name))
     if name == "papyan":
         if profile == "quick":
-            cfg = TrainConfig(data="mnist1d", data_kwargs={"n_train": 4000, "n_test": 1000, "seed": 0},
+            cfg = TrainConfig(data="mnist1d", data_kwargs={"n_train": 2000, "n_test": 1000, "seed": 0},
                               model="mlp", model_kwargs={"width": 512, "depth": 3, "batchnorm": True},
-                              lr=0.05, weight_decay=5e-3, epochs=200, milestones=(100, 150), batch_size=128, n_logs=30)
+                              lr=0.05, weight_decay=5e-3, epochs=300, milestones=(100, 200), batch_size=128, n_logs=30)
         else:
             cfg = TrainConfig(data="cifar10", data_kwargs={"download": True}, model="resnet18", model_kwargs={},
                               lr=0.05, weight_decay=5e-4, epochs=350, milestones=(117, 233), batch_size=128, n_logs=30)

@@ -110,7 +110,7 @@ MNIST-1D {cite}`greydanus2020` turns ten hand-drawn digit templates into length-
 random shifts, shears and noise. It is generated on the fly, has no download, and is hard enough
 that a linear model fails on it, which makes it a good stand-in for image data on a CPU.
 
-**Recipe (quick profile).** 4,000 training and 1,000 test samples; an MLP with three hidden layers of
+**Recipe (quick profile).** 2,000 training and 1,000 test samples; an MLP with three hidden layers of
 width 512, each followed by BatchNorm and ReLU; SGD with momentum 0.9, batch 128, learning rate 0.05
 divided by 10 at epochs 100 and 200, weight decay $5\cdot10^{-3}$, 300 epochs. Without BatchNorm, or
 with Papyan's weight decay of $5\cdot10^{-4}$, this network memorises the training set but stays far
