@@ -4,7 +4,10 @@
   package (``make_dataset``; never ``get_dataset``, which downloads). The embedded default.
 * ``"digits"`` — scikit-learn's 8×8 handwritten digits (shipped with scikit-learn).
 * ``"gaussian"`` — a seeded Gaussian mixture with K classes in D dimensions.
-* ``"cifar10"``, ``"mnist"``, ``"fashion_mnist"`` — torchvision sets for the *full* profile,
+* ``"many_class"`` — a seeded generator of unboundedly many classes drawn from one distribution
+  over classes (prototypes through a fixed random nonlinear map, plus nuisance directions), for
+  transfer to unseen classes (chapter 5).
+* ``"cifar10"``, ``"cifar100"``, ``"mnist"``, ``"fashion_mnist"`` — torchvision sets for the *full* profile,
   read from torchvision's on-disk format under ``root`` (downloaded there only when asked).
 
 Every generator takes a ``seed`` and leaves the global random state untouched.
@@ -23,6 +26,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = ["Data", "load", "class_subset", "mnist1d", "digits", "gaussian_mixture", "torchvision_set", "DATASETS",
            "TORCHVISION_SETS"]
+
+
+__all__ += ["long_tail_counts", "long_tail", "LONG_TAIL_KINDS"]
 
 
 @dataclass
@@ -56,7 +62,7 @@ class Data:
     def loader(self, split: str = "train", batch_size: int = 128, *, shuffle: bool = False, seed: int = 0,
                **kwargs) -> DataLoader:
         """A DataLoader over a split; shuffling draws from its own generator seeded by ``seed``."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         g = torch.Generator()
         g.manual_seed(seed)
@@ -167,6 +173,8 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Data:
     """scikit-learn's 1,797 handwritten 8×8 digits, pixel values scaled to [0, 1], as 64-vectors."""
     from sklearn.datasets import load_digits
 
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise TypeError(f"test_fraction must be a number, got {type(test_fraction).__name__}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     _check_seed(seed)
@@ -190,7 +198,10 @@ def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100
     _check_seed(seed)
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
-    if noise < 0 or separation <= 0:
+    for name, v in (("noise", noise), ("separation", separation)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    if not (noise >= 0 and separation > 0):  # also rejects NaN
         raise ValueError(f"need noise ≥ 0 and separation > 0, got noise={noise}, separation={separation}")
     g = torch.Generator()
     g.manual_seed(seed)
@@ -208,12 +219,89 @@ def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100
                 {"seed": seed, "centres": centres})
 
 
+# ----------------------------------------------------------------------------- many classes (transfer)
+__all__ += ["many_class"]
+
+
+def _check_nonneg_float(**values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number ≥ 0, got {v}")
+
+
+def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: int = 50, *, class_offset: int = 0,
+               latent_dim: int = 16, input_dim: int = 64, hidden: int = 64, nuisance_dim: int = 8,
+               within: float = 0.5, nuisance: float = 2.0, noise: float = 0.1, seed: int = 0) -> Data:
+    r"""A seeded family of unboundedly many classes drawn from one distribution over classes —
+    the setting of Galanti, György & Hutter (2022) in which "unseen classes" is meaningful.
+
+    A fixed random nonlinear map is drawn once from ``seed``: :math:`A_1\in\mathbb R^{H\times d}`
+    with N(0, 1/d) entries, :math:`c\in\mathbb R^H` with N(0, 1/4) entries,
+    :math:`A_2\in\mathbb R^{p\times H}` with N(0, 4/H) entries and :math:`B\in\mathbb R^{p\times m}`
+    with N(0, 1/m) entries (d = ``latent_dim``, H = ``hidden``, p = ``input_dim``,
+    m = ``nuisance_dim``). Class *c* (an integer id ≥ 0) has a prototype
+    :math:`z_c\sim\mathcal N(0, I_d)`; its samples are
+
+    .. math:: x = A_2\tanh\big(A_1(z_c + s\,\varepsilon) + c\big) + a\,B u + \sigma\eta,\qquad
+              \varepsilon\sim\mathcal N(0,I_d),\ u\sim\mathcal N(0,I_m),\ \eta\sim\mathcal N(0,I_p),
+
+    with s = ``within`` (within-class variation along the class manifold), a = ``nuisance``
+    (class-independent nuisance directions, which make nearest-mean classification on raw inputs
+    hard) and σ = ``noise``. This returns the classes with ids ``class_offset`` …
+    ``class_offset + num_classes − 1``, relabelled 0…num_classes−1 (``info["class_ids"]``).
+
+    Every class draws from its own streams keyed by (``seed``, id), so a class is the same
+    distribution and the same samples whichever other classes are requested, and a sample set
+    grows by appending: the first n training samples of a class do not depend on
+    ``n_per_class ≥ n``. Source and target classes for a transfer experiment are therefore
+    disjoint id ranges of one generator (same map, same class distribution). Uses NumPy
+    generators of its own; the global random state is untouched.
+    """
+    _check_sizes(num_classes=num_classes, n_per_class=n_per_class, n_test_per_class=n_test_per_class,
+                 latent_dim=latent_dim, input_dim=input_dim, hidden=hidden, nuisance_dim=nuisance_dim)
+    _check_seed(seed)
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    if isinstance(class_offset, bool) or not isinstance(class_offset, (int, np.integer)):
+        raise TypeError(f"class_offset must be an int, got {type(class_offset).__name__}")
+    if class_offset < 0 or seed < 0:
+        raise ValueError(f"class_offset and seed must be ≥ 0, got class_offset={class_offset}, seed={seed}")
+    _check_nonneg_float(within=within, nuisance=nuisance, noise=noise)
+    d, H, p, m = latent_dim, hidden, input_dim, nuisance_dim
+    g = np.random.default_rng([seed, 0])
+    A1 = g.standard_normal((H, d)) / np.sqrt(d)
+    c = g.standard_normal(H) * 0.5
+    A2 = g.standard_normal((p, H)) * (2.0 / np.sqrt(H))
+    B = g.standard_normal((p, m)) / np.sqrt(m)
+    ids = np.arange(class_offset, class_offset + num_classes)
+    protos = np.stack([np.random.default_rng([seed, 1, int(k)]).standard_normal(d) for k in ids])
+
+    def draw(n, stream):
+        X = np.empty((num_classes * n, p))
+        for j, k in enumerate(ids):
+            # one row per sample, filled row by row: the first n rows never depend on a larger n
+            r = np.random.default_rng([seed, stream, int(k)]).standard_normal((n, d + m + p))
+            eps, u, eta = r[:, :d], r[:, d:d + m], r[:, d + m:]
+            X[j * n:(j + 1) * n] = (np.tanh((protos[j] + within * eps) @ A1.T + c) @ A2.T
+                                    + nuisance * u @ B.T + noise * eta)
+        y = np.repeat(np.arange(num_classes), n)
+        return torch.tensor(X, dtype=torch.float32), torch.from_numpy(y)
+
+    Xtr, ytr = draw(n_per_class, 2)
+    Xte, yte = draw(n_test_per_class, 3)
+    info = {"seed": seed, "class_ids": ids.tolist(), "prototypes": torch.from_numpy(protos)}
+    return Data("many_class", TensorDataset(Xtr, ytr), TensorDataset(Xte, yte), num_classes, (p,), info)
+
+
 # ----------------------------------------------------------------------------- torchvision (full profile)
 # per-channel means/stds of the training sets (standard values)
 TORCHVISION_SETS = {
     "cifar10": ("CIFAR10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "mnist": ("MNIST", 10, (1, 28, 28), (0.1307,), (0.3081,)),
     "fashion_mnist": ("FashionMNIST", 10, (1, 28, 28), (0.2860,), (0.3530,)),
+    "cifar100": ("CIFAR100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
 
@@ -258,15 +346,21 @@ def torchvision_set(name: str, *, root: str | None = None, download: bool = Fals
     return Data(name, train, test, K, shape, {"root": root, "seed": seed})
 
 
-DATASETS = {"mnist1d": mnist1d, "digits": digits, "gaussian": gaussian_mixture}
+DATASETS = {"mnist1d": mnist1d, "digits": digits, "gaussian": gaussian_mixture, "many_class": many_class}
 
 
 def load(name: str, **kwargs) -> Data:
     """Load a data set by name: ``mnist1d``, ``digits``, ``gaussian``, ``cifar10``, ``mnist``,
     ``fashion_mnist``; keyword arguments go to the generator/loader, and ``classes=[...]`` keeps
-    only those classes (relabelled 0..len−1) of any set."""
+    only those classes (relabelled 0..len−1) of any set. ``long_tail={...}`` subsamples the
+    training split with :func:`long_tail` (its keyword arguments), after everything else."""
     if not isinstance(name, str):
         raise TypeError(f"data set name must be a str, got {type(name).__name__}")
+    lt = kwargs.pop("long_tail", None)
+    if lt is not None:  # load(..., long_tail={"kind": "step", "ratio": 10, ...}): see long_tail()
+        if not isinstance(lt, dict):
+            raise TypeError(f"long_tail must be a dict of long_tail() arguments, got {type(lt).__name__}")
+        return long_tail(load(name, **kwargs), **lt)
     if name == "mnist1d":
         return mnist1d(**kwargs)
     classes = kwargs.pop("classes", None)
@@ -279,3 +373,108 @@ def load(name: str, **kwargs) -> Data:
     if d is not None:
         return d if classes is None else class_subset(d, classes)
     raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS) + sorted(TORCHVISION_SETS)}")
+
+
+# ----------------------------------------------------------------------------- long-tailed subsampling
+LONG_TAIL_KINDS = ("step", "exp")
+
+
+def long_tail_counts(num_classes: int, n_max: int, ratio: float, kind: str = "step", *,
+                     n_minority: int | None = None) -> list[int]:
+    r"""Per-class training counts of a long-tailed profile with imbalance ratio
+    :math:`R = n_{\max}/n_{\min}` (class 0 the most frequent).
+
+    * ``"step"`` (Buda et al. 2018; the setting of Fang et al. 2021's minority collapse): the first
+      :math:`K - m` classes keep :math:`n_{\max}` samples, the last :math:`m` = ``n_minority``
+      (default :math:`\lfloor K/2\rfloor`) keep :math:`\lfloor n_{\max}/R\rfloor`;
+    * ``"exp"`` (Cao et al. 2019's CIFAR-LT): :math:`n_k = \lfloor n_{\max} R^{-k/(K-1)}\rfloor`,
+      k = 0..K−1.
+
+    Counts are floored as in those constructions and never below 1, so the realised ratio
+    :math:`n_{\max}/n_{\min}` can exceed R slightly (e.g. 500/16 = 31.25 for R = 30).
+    Example: K = 3, n_max = 100, R = 100, ``"exp"`` → [100, 10, 1].
+    """
+    _check_sizes(num_classes=num_classes, n_max=n_max)
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got num_classes={num_classes}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)):
+        raise TypeError(f"ratio must be a real number, got {type(ratio).__name__}")
+    ratio = float(ratio)
+    if not (ratio >= 1 and np.isfinite(ratio)):
+        raise ValueError(f"imbalance ratio must be finite and ≥ 1 (majority : minority), got {ratio}")
+    if kind not in LONG_TAIL_KINDS:
+        raise ValueError(f"kind must be one of {LONG_TAIL_KINDS}, got {kind!r}")
+    if kind == "step":
+        m = num_classes // 2 if n_minority is None else n_minority
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= num_classes - 1:
+            raise ValueError(f"n_minority must be an int in 1..{num_classes - 1}, got {n_minority!r}")
+        n_min = max(1, int(np.floor(n_max / ratio + 1e-9)))
+        return [int(n_max)] * (num_classes - int(m)) + [n_min] * int(m)
+    if n_minority is not None:
+        raise ValueError("n_minority applies to kind='step' only")
+    return [max(1, int(np.floor(n_max * ratio ** (-k / (num_classes - 1)) + 1e-9))) for k in range(num_classes)]
+
+
+def _labels_of(ds) -> torch.Tensor:
+    """Integer labels of a dataset without loading its inputs where possible."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1].long()
+    if isinstance(ds, torch.utils.data.Subset):
+        return _labels_of(ds.dataset)[torch.as_tensor(ds.indices, dtype=torch.long)]
+    if hasattr(ds, "targets"):
+        return torch.as_tensor(ds.targets, dtype=torch.long)
+    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))], dtype=torch.long)
+
+
+def long_tail(data: Data, kind: str = "step", ratio: float = 10.0, *, n_max: int | None = None,
+              n_minority: int | None = None, order=None, seed: int = 0) -> Data:
+    r"""Long-tailed version of ``data``: the training split subsampled to exact per-class counts
+    :func:`long_tail_counts` (``kind``, ``ratio`` R = majority : minority count); the test split
+    is left untouched (a balanced test set measures per-class accuracy fairly).
+
+    ``n_max`` is the count of the most frequent class (default: the smallest class size of the
+    training split, so that every class can supply it); ``order`` ranks the classes from most to
+    least frequent (default 0, 1, …, K−1: class k gets the k-th count). Within each class the kept
+    samples are the first :math:`n_k` of a random permutation drawn from ``seed`` — so for a fixed
+    seed and ``n_max`` the subsets are **nested** across ratios (the minority samples at R = 100
+    are among those at R = 10) — and are returned in their original order. A class with fewer
+    samples than its requested count raises ``ValueError``. ``info["long_tail"]`` records the
+    counts and the minority classes (those with fewer than ``n_max`` samples). Tensor-backed
+    splits stay ``TensorDataset``; others become a ``Subset``. The global RNG is not touched.
+    """
+    if not isinstance(data, Data):
+        raise TypeError(f"data must be a nclib.data.Data, got {type(data).__name__}")
+    _check_seed(seed)
+    K = data.num_classes
+    y = _labels_of(data.train)
+    avail = torch.bincount(y, minlength=K)
+    if n_max is None:
+        n_max = int(avail.min())
+        if n_max < 1:
+            raise ValueError("a class of the training split has no samples; pass n_max explicitly")
+    counts = long_tail_counts(K, n_max, ratio, kind, n_minority=n_minority)
+    rank = list(range(K)) if order is None else [int(c) for c in order]
+    if sorted(rank) != list(range(K)):
+        raise ValueError(f"order must be a permutation of 0..{K - 1}, got {list(order)}")
+    want = torch.zeros(K, dtype=torch.long)
+    for r, c in enumerate(rank):
+        want[c] = counts[r]
+    short = [(c, int(avail[c]), int(want[c])) for c in range(K) if avail[c] < want[c]]
+    if short:
+        raise ValueError("not enough training samples for the requested counts (class, available, requested): "
+                         f"{short}; lower n_max")
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    keep = []
+    for c in range(K):
+        idx = (y == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:int(want[c])]])
+    keep = torch.sort(torch.cat(keep)).values
+    if isinstance(data.train, TensorDataset):
+        train = TensorDataset(*(t[keep] for t in data.train.tensors))
+    else:
+        train = torch.utils.data.Subset(data.train, keep.tolist())
+    info = {**data.info, "long_tail": {"kind": kind, "ratio": float(ratio), "n_max": int(n_max),
+                                       "counts": want.tolist(), "seed": int(seed),
+                                       "minority": [c for c in range(K) if want[c] < int(n_max)]}}
+    return Data(data.name, train, data.test, K, data.input_shape, info)

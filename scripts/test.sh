@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Run the whole test suite: nclib unit tests and every chapter notebook under nbval.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh tests -k metrics`).
+# Run the whole test suite:
+#   1. nclib unit tests and every chapter notebook under nbval (2 workers; conftest.py keeps
+#      each notebook on one worker);
+#   2. the book built and checked in headless Chromium (tests marked `book`), after phase 1 so
+#      that its training runs come from the shared results cache.
+# Extra arguments replace the default selection and go to pytest as they are
+# (e.g. `bash scripts/test.sh tests/test_metrics.py -k nc1`).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 JOBS="${NC_TEST_JOBS:-2}"
-if [ "$#" -eq 0 ]; then set -- tests notebooks; fi
-# --dist loadfile keeps each notebook (and each test module) on one worker.
-exec python -m pytest -n "$JOBS" --dist loadfile --nbval-lax --nbval-current-env "$@"
+PYTEST=(python -m pytest -n "$JOBS" --dist loadgroup --nbval-lax --nbval-current-env)
+if [ "$#" -gt 0 ]; then
+    exec "${PYTEST[@]}" "$@"
+fi
+start=$(date +%s)
+"${PYTEST[@]}" -m "not book" tests notebooks
+python -m pytest -m book tests/test_book_browser.py
+echo "test command finished in $(( $(date +%s) - start )) s"

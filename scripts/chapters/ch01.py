@@ -5,14 +5,74 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "01_what_is_neural_collapse.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_NC1 = question(
+    "ex1.1-nc1", 2,
+    r"""### Exercise 1.1 — NC1 from the definitions
+
+Write `nc1_from_definitions(H, y, K)` that computes $\frac1K\operatorname{Tr}(\Sigma_W\Sigma_B^{+})$ for features
+`H` (N×D, float64) and integer labels `y`, straight from the definitions of section 1.1: class means,
+the sample-weighted global mean, $\Sigma_W$ averaged over all N samples, $\Sigma_B$ averaged over the K
+classes, and `torch.linalg.pinv` for the pseudo-inverse (use `hermitian=True`). The tests compare
+your value with `nclib.metrics.nc1`, which takes a different (streaming, K×K) route to the same number.""",
+    """def nc1_from_definitions(H, y, K):
+    # BEGIN SOLUTION
+    mus = torch.stack([H[y == k].mean(0) for k in range(K)])
+    mu_g = H.mean(0)
+    dev = H - mus[y]
+    sigma_w = dev.T @ dev / len(H)
+    centred = mus - mu_g
+    sigma_b = centred.T @ centred / K
+    return float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, hermitian=True)) / K)
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_y = torch.arange(4).repeat_interleave(50)
+_H = torch.randn(4, 16, generator=_g, dtype=torch.float64)[_y] + 0.3 * torch.randn(200, 16, generator=_g, dtype=torch.float64)
+_ref = metrics.nc1(metrics.FeatureStats(4, 16).update(_H, _y))
+assert abs(nc1_from_definitions(_H, _y, 4) - _ref) < 1e-8 * _ref"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_y = torch.cat([torch.full((n,), k) for k, n in enumerate([5, 40, 13, 70, 22])])
+_H = 3 * torch.randn(5, 30, generator=_g, dtype=torch.float64)[_y] + torch.randn(len(_y), 30, generator=_g, dtype=torch.float64)
+_ref = metrics.nc1(metrics.FeatureStats(5, 30).update(_H, _y))
+assert abs(nc1_from_definitions(_H, _y, 5) - _ref) < 1e-8 * _ref""",
+            """_E = geometry.simplex_etf(6, 10, seed=3)
+_y = torch.arange(6).repeat_interleave(20)
+_H = _E[_y] + 1e-4 * torch.randn(120, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+assert nc1_from_definitions(_H, _y, 6) < 1e-6"""],
+)
+
+EX_ETF = question(
+    "ex1.2-etf", 2,
+    r"""### Exercise 1.2 — build a simplex ETF
+
+Write `my_simplex_etf(K)` returning a K×K float64 tensor whose rows form a simplex ETF with unit
+norms — no random rotation needed. The tests check the norms, the pairwise cosines $-1/(K-1)$, that
+the rows sum to zero, and `nclib.metrics.gram_etf_error` (0 exactly for an ETF).""",
+    """def my_simplex_etf(K):
+    # BEGIN SOLUTION
+    return (K / (K - 1)) ** 0.5 * (torch.eye(K, dtype=torch.float64) - 1.0 / K)
+    # END SOLUTION""",
+    visible=["""_E = my_simplex_etf(5)
+assert _E.shape == (5, 5)
+assert torch.allclose(_E.norm(dim=1), torch.ones(5, dtype=torch.float64))"""],
+    hidden=["""for _K in (2, 3, 7, 10):
+    _E = my_simplex_etf(_K)
+    _G = _E @ _E.T
+    assert torch.allclose(_G[~torch.eye(_K, dtype=torch.bool)], torch.full((_K * (_K - 1),), -1.0 / (_K - 1), dtype=torch.float64))
+    assert torch.allclose(_E.sum(0), torch.zeros(_K, dtype=torch.float64), atol=1e-12)
+    assert metrics.gram_etf_error(_E) < 1e-10"""],
+)
+
 cells = [
+assignment_config("ch01"),
 md(f"""# Chapter 1 — What neural collapse is
 
 {badge}
@@ -71,6 +131,7 @@ $\arg\max_k(Wh+b)_k$ and $\arg\min_k\lVert h-\mu_k\rVert$ disagree.
 Why is the simplex ETF the destination? Among $K$ unit vectors summing to zero, it is the unique
 (up to rotation) arrangement in which every pair is as far apart as any pair can be, so no class
 is closer to a confusable neighbour than any other: the most symmetric, largest-margin layout."""),
+*EX_NC1,
 md("""## 1.3 Building a simplex ETF
 
 Rows of $\\sqrt{K/(K-1)}\\,(I_K-\\frac1K\\mathbf 1\\mathbf 1^\\top)$ form a simplex ETF in the $(K-1)$-dimensional
@@ -89,6 +150,7 @@ for k in range(4):
 ax.set_xlabel("x"); ax.set_ylabel("y"); ax.set_zlabel("z"); ax.set_title("A simplex ETF with K = 4")
 ax.legend(fontsize=7)
 plt.show()"""),
+*EX_ETF,
 md("""The metrics on two synthetic cases — class means on an exact ETF with a little within-class noise
 (and the classifier equal to the means), versus features drawn at random — show what "collapsed"
 and "not collapsed" look like in numbers:"""),
