@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import simplex_etf
+from .geometry import nearest_etf, simplex_etf
 
 __all__ = ["NCModel", "MLP", "CNN1D", "ResNet18", "FixedETFClassifier", "build", "make_head", "MODELS",
-           "count_parameters"]
+           "count_parameters", "Projected", "NearestETFGuidedClassifier"]
 
 
 class FixedETFClassifier(nn.Module):
@@ -51,13 +51,132 @@ class FixedETFClassifier(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, normalize={self.normalize}"
 
 
+class NearestETFGuidedClassifier(nn.Module):
+    r"""A classifier implicitly set, at every training step, to the simplex ETF nearest to the
+    current class means (the idea of Markou et al. 2024, "Guiding neural collapse").
+
+    logits = s · ĥ Wᵀ, with ĥ = h/‖h‖ (``normalize=True``) and W (K×D, unit rows) a buffer that is
+    recomputed in every training forward that receives the batch's labels:
+
+    1. running class means :math:`m_k \leftarrow \beta m_k + (1-\beta)\,\bar{\hat h}_k` of the
+       (detached, normalised) features of the classes present in the batch (β = ``momentum``;
+       a class seen for the first time starts at its batch mean);
+    2. centre them (:math:`\tilde m_k = m_k - \frac1K\sum_j m_j`) and normalise each row;
+    3. W = the nearest simplex ETF of those rows (:func:`nclib.geometry.nearest_etf`: orthogonal
+       Procrustes, one thin SVD) — equivalently, with the thin SVD :math:`\tilde M = USV^\top`,
+       :math:`W = \sqrt{K/(K-1)}\,(I-\tfrac1K\mathbf 1\mathbf 1^\top)UV^\top`.
+
+    Until every class has been seen, W is a random simplex ETF drawn from ``seed`` (as
+    :class:`FixedETFClassifier`). Without labels (evaluation, measurement) W stays as last set.
+
+    Gradients. With ``grad=False`` (default) W depends on detached running means, so no gradient
+    flows through it: W is a moving target that the features chase, like a target network, and
+    one SVD of a K×D matrix per step is the whole cost. Markou et al. instead back-propagate
+    through the inner problem (a declarative node with implicit differentiation); ``grad=True``
+    approximates that: W is the nearest ETF of the *current batch's* class means (running means
+    stand in for classes absent from the batch), kept in the autograd graph through
+    ``torch.linalg.svd``. That gradient exists only while the batch means' singular values are
+    distinct (they are, for finite batches), and grows as they approach a perfect ETF.
+
+    The head needs the labels of each training batch: it sets ``uses_labels = True`` and
+    :func:`nclib.train.fit` passes them as ``forward(h, labels)``.
+    """
+
+    uses_labels = True
+
+    def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 10.0,
+                 normalize: bool = True, momentum: float = 0.9, grad: bool = False):
+        super().__init__()
+        if num_classes > in_features + 1:
+            raise ValueError(f"a simplex ETF of {num_classes} classes needs feature dimension ≥ {num_classes - 1}, "
+                             f"got {in_features}")
+        if not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and 0 <= momentum < 1):
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        for name, v in (("normalize", normalize), ("grad", grad)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
+        self.register_buffer("means", torch.zeros(num_classes, in_features))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        self.bias = None
+        self.scale, self.normalize, self.momentum, self.grad = float(scale), normalize, float(momentum), grad
+        self.in_features, self.out_features = in_features, num_classes
+
+    @staticmethod
+    def etf_of(means: torch.Tensor) -> torch.Tensor:
+        r"""The nearest simplex ETF (unit rows, K×D) of the centred, row-normalised ``means``,
+        differentiable (thin SVD in float64): :math:`\sqrt{K/(K-1)}\,BUV^\top` with B an orthonormal
+        basis of :math:`\mathbf 1^\perp` and :math:`B^\top\tilde M = USV^\top` — the same matrix as
+        :func:`nclib.geometry.nearest_etf` of the row-normalised centred means."""
+        K = means.shape[0]
+        M = means.to(torch.float64)
+        M = F.normalize(M - M.mean(0), dim=1)
+        P = torch.eye(K, dtype=torch.float64, device=M.device) - 1.0 / K
+        B = torch.linalg.svd(P)[0][:, : K - 1]
+        U, _, Vh = torch.linalg.svd(B.T @ M, full_matrices=False)
+        return (math.sqrt(K / (K - 1)) * B @ (U @ Vh)).to(means.dtype)
+
+    def _batch_means(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        K = self.out_features
+        counts = torch.bincount(labels, minlength=K)
+        sums = torch.zeros(K, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, labels, z)
+        return sums / counts.clamp_min(1)[:, None].to(z.dtype), counts > 0
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = F.normalize(h, dim=1) if self.normalize else h
+        W = self.weight
+        if labels is not None and self.training:
+            if labels.shape != (h.shape[0],) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                raise ValueError(f"labels must be {h.shape[0]} integer class indices, got {labels.dtype} "
+                                 f"of shape {tuple(labels.shape)}")
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.out_features):
+                raise ValueError(f"labels must lie in 0..{self.out_features - 1}, got "
+                                 f"[{int(labels.min())}, {int(labels.max())}]")
+            labels = labels.to(device=z.device, dtype=torch.long)
+            bm, present = self._batch_means(z, labels)
+            with torch.no_grad():
+                new = bm.detach().to(self.means.dtype)
+                upd = torch.where(self.seen[:, None], self.momentum * self.means + (1 - self.momentum) * new, new)
+                self.means.copy_(torch.where(present[:, None], upd, self.means))
+                self.seen |= present
+            if bool(self.seen.all()):
+                if self.grad:
+                    M = torch.where(present[:, None], bm, self.means.to(bm.dtype))
+                    W = self.etf_of(M).to(z.dtype)
+                    if torch.isfinite(W).all():
+                        self.weight.copy_(W.detach())
+                    else:  # degenerate means (e.g. identical rows): keep the last ETF
+                        W = self.weight
+                else:
+                    with torch.no_grad():
+                        M = F.normalize(self.means - self.means.mean(0), dim=1)
+                        if bool(M.norm() > 0):  # all means equal: no nearest ETF, keep the last one
+                            self.weight.copy_(nearest_etf(M)[0])
+                    W = self.weight
+        return self.scale * z @ W.T
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
+                f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}")
+
+
 def make_head(kind: str, in_features: int, num_classes: int, *, bias: bool = True, seed: int = 0, **kw) -> nn.Module:
-    """A classifier head by name: ``"linear"`` (learnable) or ``"etf"`` (frozen simplex ETF)."""
+    """A classifier head by name: ``"linear"`` (learnable), ``"etf"`` (frozen simplex ETF),
+    ``"guided"`` (the nearest simplex ETF of running class means, :class:`NearestETFGuidedClassifier`) or
+    ``"multicenter"`` (frozen, several centres per class: :class:`nclib.imbalance.MultiCenterClassifier`)."""
     if kind == "linear":
         return nn.Linear(in_features, num_classes, bias=bias)
     if kind == "etf":
         return FixedETFClassifier(in_features, num_classes, seed=seed, **kw)
-    raise ValueError(f"unknown head {kind!r}; choose 'linear' or 'etf'")
+    if kind == "guided":  # the nearest ETF of running class means, reset every step (chapter 8)
+        return NearestETFGuidedClassifier(in_features, num_classes, seed=seed, **kw)
+    if kind == "multicenter":  # frozen, several centres per class (nclib.imbalance; chapter 6)
+        from .imbalance import MultiCenterClassifier
+
+        return MultiCenterClassifier(in_features, num_classes, seed=seed, **kw)
+    raise ValueError(f"unknown head {kind!r}; choose 'linear', 'etf', 'guided' or 'multicenter'")
 
 
 class NCModel(nn.Module):
@@ -153,23 +272,63 @@ class ResNet18(NCModel):
         return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
 
 
+class Projected(NCModel):
+    """``base`` with a linear projection appended to its features: h = P·base.features(x) + c,
+    of dimension ``dim``, and a fresh classifier head on h (``base``'s own head is removed).
+
+    The MCR² architecture: Yu, Chan et al. (2020) end their ResNet-18 with
+    Linear–BatchNorm–ReLU–Linear to a 128-d feature (then L2-normalise it, which
+    :class:`nclib.losses.MCR2Loss` does); the backbone's last Linear–[BatchNorm]–ReLU layer plus
+    this projection reproduce that head. Built by ``build(..., projection=dim)``."""
+
+    def __init__(self, base: NCModel, dim: int, num_classes: int, *, head: str = "linear", head_bias: bool = True,
+                 seed: int = 0, **head_kw):
+        super().__init__()
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"projection dimension must be a positive int, got {dim!r}")
+        in_features = base.classifier.in_features
+        base.classifier = nn.Identity()
+        self.base = base
+        self.projection = nn.Linear(in_features, dim)
+        self.classifier = make_head(head, dim, num_classes, bias=head_bias, seed=seed, **head_kw)
+
+    def features(self, x):
+        return self.projection(self.base.features(x))
+
+
 MODELS = {"mlp": MLP, "cnn1d": CNN1D, "resnet18": ResNet18}
 
 
 def build(name: str, input_shape, num_classes: int, **kwargs) -> NCModel:
     """Build a model by name for inputs of ``input_shape`` (without the batch dimension).
 
-    ``mlp`` and ``cnn1d`` take the flattened length; ``resnet18`` takes (C, H, W)."""
+    ``mlp`` and ``cnn1d`` take the flattened length; ``resnet18`` takes (C, H, W).
+    ``projection=dim`` appends a linear projection to the features (:class:`Projected`, the MCR²
+    head); without it the model is unchanged.
+    The initialisation is drawn under a forked RNG seeded by ``seed`` (default 0; it also
+    rotates a fixed ETF head), so the same arguments give the same weights and the caller's
+    global torch RNG is left untouched."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int ≥ 2, got {num_classes!r}")
+    seed = kwargs.setdefault("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     shape = tuple(input_shape)
-    if name == "resnet18":
-        if len(shape) != 3:
-            raise ValueError(f"resnet18 needs image inputs (C, H, W), got input_shape={shape}")
-        return ResNet18(shape[0], num_classes, **kwargs)
-    return MODELS[name](int(math.prod(shape)), num_classes, **kwargs)
+    if name == "resnet18" and len(shape) != 3:
+        raise ValueError(f"resnet18 needs image inputs (C, H, W), got input_shape={shape}")
+    projection = kwargs.pop("projection", None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "resnet18":
+            model = ResNet18(shape[0], num_classes, **kwargs)
+        else:
+            model = MODELS[name](int(math.prod(shape)), num_classes, **kwargs)
+        if projection is not None:
+            head_kw = {k: v for k, v in kwargs.items() if k not in ("width", "depth", "batchnorm", "channels")}
+            model = Projected(model, projection, num_classes, **head_kw)
+        return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -180,10 +180,16 @@ class Run:
 
     @property
     def tpt_start(self) -> int | None:
-        """First epoch of the terminal phase: the first epoch during which no training
-        mini-batch was misclassified (the running error of ``curve``), or None."""
-        z = self.curve[self.curve["train_error_running"] == 0]
-        return int(z["epoch"].iloc[0]) if len(z) else None
+        """First epoch of the terminal phase of training: the epoch from which on no training
+        mini-batch was ever misclassified again (the running error of ``curve`` stays 0 to the
+        end), or None when training ends with errors. A lucky error-free epoch followed by
+        mistakes does not count."""
+        err = self.curve["train_error_running"].to_numpy()
+        if len(err) == 0 or err[-1] != 0:
+            return None
+        nonzero = np.flatnonzero(err != 0)
+        first = 0 if len(nonzero) == 0 else nonzero[-1] + 1
+        return int(self.curve["epoch"].iloc[first])
 
     @property
     def final(self) -> pd.Series:
@@ -505,10 +511,16 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     captured, hook = {}, None
     if cfg.loss not in _BUILTIN_LOSSES and _registered_losses()[cfg.loss].needs_features:
         hook = model.classifier.register_forward_hook(lambda mod, inp, out: captured.__setitem__("h", inp[0]))
-    local_bs = max(1, cfg.batch_size // world)
+    # a head that learns from the labels (``uses_labels = True``, e.g. models.NearestETFGuidedClassifier)
+    # is called as ``classifier(h, labels)`` on training batches; measurement calls it without labels
+    batch_labels, label_hook = {}, None
+    if getattr(model.classifier, "uses_labels", False):
+        label_hook = model.classifier.register_forward_pre_hook(
+            lambda mod, args: (*args, batch_labels["y"]) if "y" in batch_labels and len(args) == 1 else None)
 
-    def log(epoch, train_loss):
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss}
+    def log(epoch, train_loss, lr):
+        # lr: the learning rate used during this epoch (the scheduler has already stepped)
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
         if mcr2:
             stats = _log_mcr2(row, cfg, model, (Xtr, ytr), (Xte, yte), (Xva, yva), K)
         else:
@@ -530,7 +542,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     bar = _pbar(cfg.epochs, progress and rank == 0, f"fit {cfg.model}/{cfg.data}")
     bar.update(start)
     if start == 0 and 0 in logged:
-        log(0, float("nan"))
+        log(0, float("nan"), opt.param_groups[0]["lr"])
     if start == 0:
         keep_state(0)
     for epoch in range(max(start, 1), cfg.epochs + 1):
@@ -548,7 +560,10 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         for s in stops:
             idx = perm[s:s + cfg.batch_size][rank::world] if world > 1 else perm[s:s + cfg.batch_size]
             xb, yb = Xtr_d[idx], ytr_d[idx]
+            if label_hook is not None:
+                batch_labels["y"] = yb
             out = net(xb)
+            batch_labels.clear()
             loss = mcr2_loss(out, yb) if mcr2 else _loss(cfg, out, yb, K, captured.pop("h", None), model.classifier)
             opt.zero_grad(set_to_none=True)
             if world > 1:  # DDP averages the ranks' gradients: weight each rank by its share of the
@@ -571,7 +586,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
                       "train_error_running": math.nan if mcr2 else wrong / max(cnt, 1)})
         sch.step()
         if epoch in logged:
-            log(epoch, tot / max(cnt, 1))
+            log(epoch, tot / max(cnt, 1), lr)
         keep_state(epoch)
         # (a stop at the last epoch also checkpoints, so the next call finishes without retraining)
         if cache and rank == 0 and ((epoch % checkpoint_every == 0 and epoch < cfg.epochs) or epoch == stop_after):
@@ -582,10 +597,14 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
             bar.close()
             if hook is not None:
                 hook.remove()
+            if label_hook is not None:
+                label_hook.remove()
             return None
     bar.close()
     if hook is not None:
         hook.remove()
+    if label_hook is not None:
+        label_hook.remove()
     model.eval()
     model.cpu()
     history = pd.DataFrame(rows)
