@@ -61,6 +61,16 @@ class Claim:
         v = float(self.value)
         return f"{v:.4g}"
 
+    def _ipython_display_(self) -> None:
+        # shown once: claim() displays it, and a claim returned as a cell's last value is not
+        # displayed a second time (the ledger would count it twice)
+        if getattr(self, "_shown", False):
+            return
+        from IPython.display import display
+
+        display({"text/html": self._repr_html_(), "text/plain": repr(self)}, raw=True)
+        object.__setattr__(self, "_shown", True)
+
     def _repr_html_(self) -> str:
         status = "reproduced" if self.reproduced else "not reproduced (measured counter-claim holds)"
         mark = "✅" if self.reproduced else "⚠️"

@@ -126,9 +126,13 @@ def test_measure_test_false_keeps_only_the_test_error():
 def test_tpt_start_semantics():
     curve = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "train_error_running": [0.5, 0.1, 0.0, 0.02, 0.0]})
     r = Run(TINY, pd.DataFrame(), {}, None, None, curve)
-    assert r.tpt_start == 3  # the FIRST epoch without a mistake, even if one follows later
-    r.curve = curve.assign(train_error_running=[0.5, 0.1, 0.1, 0.02, 0.01])
-    assert r.tpt_start is None
+    assert r.tpt_start == 5  # a lucky error-free epoch followed by a mistake does not start the TPT
+    r.curve = curve.assign(train_error_running=[0.5, 0.1, 0.0, 0.0, 0.0])
+    assert r.tpt_start == 3  # from epoch 3 on, no mistake again
+    r.curve = curve.assign(train_error_running=[0.0, 0.0, 0.0, 0.0, 0.0])
+    assert r.tpt_start == 1
+    r.curve = curve.assign(train_error_running=[0.5, 0.1, 0.0, 0.02, 0.01])
+    assert r.tpt_start is None  # ends with errors
 
 
 def test_tpt_start_on_a_separable_problem():

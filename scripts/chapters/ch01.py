@@ -239,11 +239,11 @@ claim("ch1.nc1-tpt-10x", "NC1 falls by an order of magnitude or more during the 
 code("""claim("ch1.nc1-final", "within-class variability is small at the end: NC1 below 0.05",
       value=end.nc1, rule="< 0.05", source="papyan2020", chapter=1)
 claim("ch1.equinorm", "class-mean norms equalise: their coefficient of variation ends below 0.1 and below its TPT-onset value",
-      value=end.equinorm_means, rule=f"< {min(0.1, at_tpt.equinorm_means)}", source="papyan2020", chapter=1)
+      value=end.equinorm_means, rule=f"< {min(0.1, at_tpt.equinorm_means):.4g}", source="papyan2020", chapter=1)
 claim("ch1.equiangularity", "pairwise angles equalise: std of cosines halves from initialisation and ends below 0.15",
-      value=end.equiangularity, rule=f"< {min(0.15, h.equiangularity.iloc[0] / 2)}", source="papyan2020", chapter=1)
+      value=end.equiangularity, rule=f"< {min(0.15, h.equiangularity.iloc[0] / 2):.4g}", source="papyan2020", chapter=1)
 claim("ch1.self-duality", "classifier aligns with the class means: self-duality ends below 0.05 and below its TPT-onset value",
-      value=end.self_duality, rule=f"< {min(0.05, at_tpt.self_duality)}", source="papyan2020", chapter=1)
+      value=end.self_duality, rule=f"< {min(0.05, at_tpt.self_duality):.4g}", source="papyan2020", chapter=1)
 claim("ch1.ncc", "the network classifies like the nearest class centre on ≤ 1 % of training inputs differently",
       value=end.ncc_mismatch, rule="<= 0.01", source="papyan2020", chapter=1)
 claim("ch1.k4-etf", "with K = 4 the class means end close to their nearest simplex ETF (distance < 0.1)",
