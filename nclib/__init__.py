@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance")
+_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual")
 
 __all__ = ["__version__", "setup_notebook", *_SUBMODULES]
 

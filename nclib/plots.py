@@ -174,3 +174,294 @@ def collapse_animation(snapshots: dict, *, interval: int = 400):
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return HTML(html)
+
+
+# ----------------------------------------------------------------------------- transfer (chapter 5)
+__all__ += ["transfer_panels", "plain_log_ticks"]
+
+
+def plain_log_ticks(ax, axis: str = "x", ticks=None):
+    """Readable ticks on a log axis: plain numbers at ``ticks`` (default 1, 2, 5 × powers of 10)
+    and no minor labels — instead of matplotlib's mixed ``3×10¹`` minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks is not None:
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(list(ticks), [f"{v:g}" for v in ticks])
+    else:
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        fmt = ScalarFormatter()
+        fmt.set_scientific(False)
+        a.set_major_formatter(fmt)
+    a.set_minor_locator(NullLocator())
+    a.set_minor_formatter(NullFormatter())
+    return ax
+
+
+def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = None, accuracy: dict | None = None,
+                    baselines: dict | None = None, title: str | None = None):
+    """Collapse and few-shot transfer against the number of source classes (Galanti, György &
+    Hutter 2022, Fig. 3; the survey's Fig. 6): left, CDNV columns on a log scale; right,
+    accuracy columns with their confidence half-widths (column ``<name>_ci``) as error bars.
+
+    ``cdnv`` / ``accuracy`` map column names of ``table`` to legend labels (defaults:
+    ``cdnv``/``test_cdnv``/``target_cdnv`` and ``fs1``/``fs5``); ``baselines`` maps a label to
+    a horizontal reference value drawn on the accuracy panel (e.g. raw-input accuracy).
+    Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    cdnv = cdnv if cdnv is not None else {"cdnv": "source, train", "test_cdnv": "source, test",
+                                          "target_cdnv": "target (unseen classes)"}
+    accuracy = accuracy if accuracy is not None else {"fs1": "1-shot", "fs5": "5-shot"}
+    missing = [c for c in [x, *cdnv, *accuracy] if c not in table]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}; it has {list(table.columns)}")
+    t = table.sort_values(x)
+    xs = t[x].to_numpy(dtype=float)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for col, lab in cdnv.items():
+        a1.plot(xs, t[col].to_numpy(dtype=float), marker="o", label=lab)
+    a1.set(xscale="log", yscale="log", xlabel=f"number of source classes {x}", ylabel="CDNV",
+           title="Collapse (CDNV) of frozen features")
+    plain_log_ticks(a1, "x", xs)
+    a1.legend(fontsize=8)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (col, lab) in enumerate(accuracy.items()):
+        ci = t[f"{col}_ci"].to_numpy(dtype=float) if f"{col}_ci" in t else None
+        a2.errorbar(xs, t[col].to_numpy(dtype=float), yerr=ci, marker="o", capsize=3, label=lab,
+                    color=colours[i % len(colours)])
+    for j, (lab, v) in enumerate((baselines or {}).items()):
+        a2.axhline(float(v), ls=":", lw=1.2, color=colours[(len(accuracy) + j) % len(colours)], label=lab)
+    a2.set(xscale="log", xlabel=f"number of source classes {x}", ylabel="accuracy",
+           title="Few-shot accuracy on unseen classes (NCC)")
+    plain_log_ticks(a2, "x", xs)
+    a2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- test collapse and margins
+__all__ += ["size_sweep_panels", "margin_panels"]
+
+
+def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | None = None):
+    """Train versus test collapse against the training-set size (one row per size, the columns
+    of :func:`nclib.generalization.train_test_collapse`): CDNV on both splits (log–log), the
+    gap test − train, and test accuracy with NC4 on test data. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    need = {x, "train_cdnv", "test_cdnv", "test_accuracy"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise ValueError(f"table must be a DataFrame with columns {sorted(need)}")
+    t = table.sort_values(x)
+    n = t[x].to_numpy(dtype=float)
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4))
+    ax = axes[0]
+    ax.plot(n, t["train_cdnv"], "o-", label="train (own class means)")
+    ax.plot(n, t["test_cdnv"], "s-", label="test (own class means)")
+    if "test_cdnv_train_means" in t:
+        ax.plot(n, t["test_cdnv_train_means"], "^--", label="test (around train means)")
+    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="CDNV (mean over class pairs)",
+           title="Train vs test collapse")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.plot(n, t["test_cdnv"] - t["train_cdnv"], "o-", color="C3")
+    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="test CDNV − train CDNV",
+           title="Generalisation gap of collapse")
+    ax = axes[2]
+    ax.plot(n, t["test_accuracy"], "o-", label="test accuracy")
+    if "ncc_agreement_test" in t:
+        ax.plot(n, t["ncc_agreement_test"], "s--", label="network = nearest train mean (test)")
+    ax.set(xscale="log", ylim=(0, 1.02), xlabel="training-set size N", ylabel="fraction of test inputs",
+           title="Accuracy and NC4 on unseen data")
+    ax.legend(fontsize=7)
+    for a in axes:
+        a.set_xticks(n, [f"{int(v):,}" for v in n])
+        a.minorticks_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch: int | None = None,
+                  title: str | None = None):
+    """Left: the sorted normalised margins of every sample at each kept epoch, coloured by epoch
+    (Banburski et al. 2021, Fig. 1 style); right: their minimum, 5 % quantile and median against
+    the epoch. ``reference`` draws the ETF margin, ``tpt_epoch`` the start of the terminal phase.
+    ``trajectory`` is ``{epoch: margins}`` (:func:`nclib.generalization.margin_trajectory`)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    if not isinstance(trajectory, dict) or not trajectory:
+        raise ValueError("trajectory must be a non-empty dict {epoch: margins}")
+    epochs = sorted(trajectory)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    norm = LogNorm(vmin=max(min(epochs), 1), vmax=max(max(epochs), 2))
+    cmap = plt.get_cmap("viridis")
+    for e in epochs:
+        q = np.sort(torch.as_tensor(trajectory[e], dtype=torch.float64).numpy())
+        a1.plot(np.linspace(0, 1, len(q)), q, color=cmap(norm(max(e, 1))), lw=1.2)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=a1, label="epoch")
+    stats = {k: [] for k in ("min", "q05", "median")}
+    for e in epochs:
+        q = torch.as_tensor(trajectory[e], dtype=torch.float64)
+        stats["min"].append(float(q.min()))
+        stats["q05"].append(float(torch.quantile(q, 0.05)))
+        stats["median"].append(float(q.median()))
+    for k, st in (("median", "-"), ("q05", "--"), ("min", "-")):
+        a2.plot(epochs, stats[k], marker="o", ms=3, ls=st, label=k)
+    for a in (a1, a2):
+        a.axhline(0, color="black", lw=0.8)
+        if reference is not None:
+            a.axhline(reference, color="grey", ls="--", lw=1, label="ETF value")
+    if tpt_epoch is not None:
+        a2.axvline(tpt_epoch, color="grey", ls=":", lw=1, label="terminal phase")
+    a1.set(xlabel="fraction of training samples (sorted by margin)", ylabel="normalised margin",
+           title="Sorted margin distributions")
+    a2.set_xscale("symlog", linthresh=1)
+    a2.set_xlim(0, max(epochs) * 1.15)
+    a2.set(xlabel="epoch", ylabel="normalised margin", title="Margins over training")
+    a1.legend(fontsize=7, loc="upper left")
+    a2.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["minority_collapse_panels"]
+
+
+def minority_collapse_panels(sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = None, num_classes: int | None = None,
+                             title: str | None = None):
+    """Minority collapse against the imbalance ratio R (chapter 6), three panels on a log-R axis:
+    the mean cosine between minority **classifier rows**, the same between minority **class
+    means** (features), and the per-group test accuracy (minority solid, majority dashed).
+
+    ``sweep`` has one row per run with columns ``R``, ``head`` (the curve label),
+    ``cos_W_minority``, ``cos_means_minority``, ``acc_minority``, ``acc_majority`` (as returned by
+    :func:`nclib.imbalance.long_tail_summary`). ``ufm`` (columns ``R``, ``lam``, ``cos``) adds the
+    unconstrained-features prediction to the first panel; ``num_classes`` draws the simplex-ETF
+    cosine −1/(K−1). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    need = {"R", "head", "cos_W_minority", "cos_means_minority", "acc_minority", "acc_majority"}
+    if not isinstance(sweep, pd.DataFrame) or not need <= set(sweep.columns):
+        raise ValueError(f"sweep must be a DataFrame with columns {sorted(need)}")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (head, g) in enumerate(sweep.sort_values("R").groupby("head", sort=False)):
+        c = colors[i % len(colors)]
+        axes[0].plot(g.R, g.cos_W_minority, "o-", color=c, label=head)
+        axes[1].plot(g.R, g.cos_means_minority, "o-", color=c, label=head)
+        axes[2].plot(g.R, g.acc_minority, "o-", color=c, label=f"{head}: minority")
+        axes[2].plot(g.R, g.acc_majority, "s--", color=c, alpha=0.7, label=f"{head}: majority")
+    if ufm is not None:
+        for j, (lam, g) in enumerate(ufm.sort_values("R").groupby("lam")):
+            axes[0].plot(g.R, g.cos, ":", color="0.25" if j == 0 else "0.55", lw=1.6, label=f"UFM, λ = {lam:g}")
+    for ax in axes[:2]:
+        if num_classes is not None:
+            ax.axhline(-1 / (num_classes - 1), color="0.6", lw=0.8, ls="--")
+        ax.set_ylabel("mean pairwise cosine")
+    axes[0].set_title("Minority classifier rows")
+    axes[1].set_title("Minority class means (features)")
+    axes[2].set_title("Test accuracy")
+    axes[2].set_ylabel("accuracy")
+    axes[2].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("imbalance ratio R")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["seed_bands", "replay_panels"]
+
+
+def seed_bands(runs: dict, key: str = "nc1", *, ax=None, logy: bool = True, thresholds=(), ylabel: str | None = None,
+               title: str | None = None):
+    """One history column against the epoch for several configurations and seeds: per label the
+    mean over seeds (geometric mean when ``logy``) as a line and the min–max range over seeds as
+    a band. ``runs`` = ``{label: [history DataFrame per seed, ...]}`` (histories logged at the same
+    epochs); ``thresholds`` draws dotted horizontal lines. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(runs, dict) or not runs:
+        raise TypeError("runs must be a non-empty dict {label: [history, ...]}")
+    for label, hs in runs.items():
+        if not isinstance(hs, (list, tuple)) or not hs or not all(isinstance(h, pd.DataFrame) for h in hs):
+            raise TypeError(f"runs[{label!r}] must be a non-empty list of history DataFrames")
+        if any(key not in h.columns or "epoch" not in h.columns for h in hs):
+            raise ValueError(f"every history needs the columns 'epoch' and {key!r}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+    else:
+        fig = ax.figure
+    for label, hs in runs.items():
+        wide = pd.concat([h.set_index("epoch")[key].rename(i) for i, h in enumerate(hs)], axis=1).sort_index()
+        wide = wide[wide.index > 0] if logy else wide
+        centre = np.exp(np.log(wide).mean(axis=1)) if logy else wide.mean(axis=1)
+        line, = ax.plot(wide.index, centre, lw=1.8, label=f"{label} ({len(hs)} seeds)")
+        ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=line.get_color(), alpha=0.2, lw=0)
+    for t in thresholds:
+        ax.axhline(t, color="0.4", lw=0.8, ls=":")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or key)
+    ax.set_title(title or f"{key} over training (line: mean over seeds, band: min–max)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: str | None = None):
+    """Chapter 8's replay sweep in three panels against the replay-buffer fraction (symmetric-log
+    axis, so the no-buffer point 0 is shown): (1) accuracy on the past tasks' test inputs of the
+    network (``net_all``, shallow) and of a linear probe on its frozen features (``probe_all``,
+    deep), with ``baselines`` (``{label: probe accuracy}``) as horizontal lines; (2) their ``gap``;
+    (3) the ``inflation`` of the replayed classes' mean norm. ``sweep`` needs the column
+    ``fraction`` and those it plots. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    need = {"fraction", "net_all", "probe_all", "gap", "inflation"}
+    if not isinstance(sweep, pd.DataFrame) or not need <= set(sweep.columns):
+        raise ValueError(f"sweep must be a DataFrame with columns {sorted(need)}")
+    s = sweep.sort_values("fraction")
+    nonzero = s.fraction[s.fraction > 0]
+    lin = float(nonzero.min()) if len(nonzero) else 1e-3
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(s.fraction, s.net_all, "o-", label="network (shallow)")
+    axes[0].plot(s.fraction, s.probe_all, "s-", label="linear probe on features (deep)")
+    for j, (label, v) in enumerate((baselines or {}).items()):
+        axes[0].axhline(v, color=f"{0.2 + 0.2 * j:.1f}", lw=1, ls=["--", ":", "-."][j % 3], label=label)
+    axes[0].set_ylabel("accuracy on past tasks")
+    axes[0].set_title("Past tasks after the last task")
+    axes[1].plot(s.fraction, s.gap, "o-", color="C3")
+    axes[1].set_ylabel("probe − network accuracy")
+    axes[1].set_title("Shallow-forgetting gap")
+    sel = s.inflation.notna()
+    axes[2].plot(s.fraction[sel], s.inflation[sel], "o-", color="C4")
+    axes[2].axhline(1.0, color="0.5", lw=0.8, ls="--")
+    axes[2].set_ylabel("‖buffer mean‖ / ‖class mean‖")
+    axes[2].set_title("Inflated means of replayed classes")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlabel("replay buffer (fraction of each past class)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
