@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["simplex_etf", "etf_coordinates", "nearest_etf", "distance_to_nearest_etf", "random_orthonormal"]
+__all__ = ["simplex_etf", "etf_coordinates", "nearest_etf", "distance_to_nearest_etf", "random_orthonormal",
+           "margins", "margin_scale", "normalized_margins", "etf_margin", "classifier_cosine", "max_margin_classifier"]
 
 
 def _check_kd(K, D) -> None:
@@ -115,3 +116,166 @@ def nearest_etf(means: Tensor, *, center: bool = True) -> tuple[Tensor, float]:
 def distance_to_nearest_etf(means: Tensor, *, center: bool = True) -> float:
     """Only the distance of :func:`nearest_etf` — an NC2 measure that needs no fixed rotation."""
     return nearest_etf(means, center=center)[1]
+
+
+# ----------------------------------------------------------------------------- margins
+def _check_margin_inputs(W, H, labels, b) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    for x, name in ((W, "W"), (H, "H"), (labels, "labels")):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if W.ndim != 2 or W.shape[0] < 2:
+        raise ValueError(f"W must be K×D with K ≥ 2 classes, got shape {tuple(W.shape)}")
+    K, D = W.shape
+    if H.ndim != 2 or H.shape[1] != D:
+        raise ValueError(f"H must be N×{D} (features as rows, D matching W), got shape {tuple(H.shape)}")
+    if H.shape[0] == 0:
+        raise ValueError("H has no rows")
+    if labels.ndim != 1 or labels.shape[0] != H.shape[0]:
+        raise ValueError(f"labels must be 1-D with one label per row of H: got {tuple(labels.shape)} for {H.shape[0]} rows")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if int(labels.min()) < 0 or int(labels.max()) >= K:
+        raise ValueError(f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], expected 0..{K - 1}")
+    if not W.dtype.is_floating_point or not H.dtype.is_floating_point:
+        raise TypeError(f"W and H must be floating point, got {W.dtype} and {H.dtype}")
+    if b is not None:
+        if not isinstance(b, Tensor):
+            raise TypeError(f"b must be a torch.Tensor or None, got {type(b).__name__}")
+        if b.shape != (K,):
+            raise ValueError(f"bias b must have shape ({K},), got {tuple(b.shape)}")
+    Wd, Hd = W.detach().to(torch.float64), H.detach().to(torch.float64)
+    bd = None if b is None else b.detach().to(Wd)
+    for x, name in ((Wd, "W"), (Hd, "H")) + (((bd, "b"),) if bd is not None else ()):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or inf")
+    return Wd, Hd, labels.to(torch.long), bd
+
+
+def margins(W: Tensor, H: Tensor, labels: Tensor, b: Tensor | None = None) -> Tensor:
+    r"""Multiclass margin of every sample (float64, length N):
+
+    .. math:: q_i = z_{i,y_i} - \max_{j\ne y_i} z_{i,j},\qquad z_i = W h_i + b,
+
+    the margin :math:`q_{k,i}(W, f)` of Agarwal et al.'s survey (2022, §3.2.2; Crammer & Singer 2001) with the
+    bias included when given. :math:`q_i > 0` exactly when sample i is classified correctly
+    with no tie; the dataset margin is :math:`\min_i q_i`. Raw margins scale with W and H — use
+    :func:`normalized_margins` to compare them across epochs or networks.
+    """
+    W, H, y, b = _check_margin_inputs(W, H, labels, b)
+    z = H @ W.T
+    if b is not None:
+        z = z + b
+    own = z.gather(1, y[:, None]).squeeze(1)
+    other = z.scatter(1, y[:, None], -math.inf).max(1).values
+    return own - other
+
+
+def margin_scale(W: Tensor, H: Tensor, *, center: bool = True) -> float:
+    r"""The scale :func:`normalized_margins` divides by:
+    :math:`\lVert W - \mathbf 1\bar w^\top\rVert_F \cdot \max_i \lVert h_i - \mu_G\rVert` with
+    :math:`\bar w` the mean classifier row and :math:`\mu_G` the mean feature (``center=True``),
+    or :math:`\lVert W\rVert_F\max_i\lVert h_i\rVert` (``center=False``)."""
+    if not isinstance(W, Tensor) or not isinstance(H, Tensor):
+        raise TypeError("W and H must be torch.Tensors")
+    if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[1] or H.shape[0] == 0:
+        raise ValueError(f"need W K×D and H N×D with N ≥ 1, got {tuple(W.shape)} and {tuple(H.shape)}")
+    W, H = W.detach().to(torch.float64), H.detach().to(torch.float64)
+    if center:
+        W, H = W - W.mean(0), H - H.mean(0)
+    s = float(W.norm() * H.norm(dim=1).max())
+    if not s > 0:
+        raise ValueError("the margin scale is zero (all classifier rows equal, or all features equal)")
+    return s
+
+
+def normalized_margins(W: Tensor, H: Tensor, labels: Tensor, b: Tensor | None = None, *,
+                       center: bool = True) -> Tensor:
+    r"""Scale-free multiclass margins: :func:`margins` divided by :func:`margin_scale`,
+
+    .. math:: \bar q_i = \frac{q_i}{\lVert W-\mathbf 1\bar w^\top\rVert_F\,\max_j\lVert h_j-\mu_G\rVert}.
+
+    Why this scale. Raw margins grow without bound by scaling W or H, so only a normalised margin
+    says anything. Adding one vector to every row of W, or shifting every feature by a constant
+    vector, changes no decision (the shift is absorbed by the bias), so the normaliser is taken
+    on the centred W and centred features, making :math:`\bar q` invariant to all four moves.
+    Then for any bias the dataset margin obeys
+
+    .. math:: \min_i \bar q_i \le \frac{\sqrt K}{K-1} = \texttt{etf\_margin}(K),
+
+    with equality for features on a simplex ETF and self-dual classifier rows (no bias
+    differences): pick one sample :math:`h_k` per class; the minimum is at most the average of
+    :math:`q_k \le \frac1{K-1}\sum_{j\ne k}(w_k-w_j)^\top\tilde h_k + (b_k-b_j)`; summed over k the
+    bias terms cancel and :math:`\sum_k \frac K{K-1}(w_k-\bar w)^\top\tilde h_k
+    \le \frac K{K-1}\sqrt K\,\lVert W-\mathbf 1\bar w^\top\rVert_F\max\lVert\tilde h\rVert` by
+    Cauchy–Schwarz. ``center=False`` divides by :math:`\lVert W\rVert_F\max_i\lVert h_i\rVert`
+    instead (the bound still holds, but post-ReLU features far from the origin make it loose).
+    """
+    q = margins(W, H, labels, b)
+    return q / margin_scale(W, H, center=center)
+
+
+def etf_margin(K: int) -> float:
+    r"""The largest possible normalised dataset margin of :func:`normalized_margins` with K
+    classes, :math:`\sqrt K/(K-1)`, reached by a simplex ETF with self-dual classifiers
+    (Papyan et al. 2020, §6; a self-contained proof is in :func:`normalized_margins`)."""
+    if not isinstance(K, int) or isinstance(K, bool):
+        raise TypeError(f"K must be an int, got {type(K).__name__}")
+    if K < 2:
+        raise ValueError(f"need K ≥ 2 classes, got {K}")
+    return math.sqrt(K) / (K - 1)
+
+
+def classifier_cosine(A: Tensor, B: Tensor, *, center: bool = True) -> float:
+    r"""Cosine between two K×D classifiers as matrices,
+    :math:`\langle \tilde A,\tilde B\rangle_F/(\lVert\tilde A\rVert_F\lVert\tilde B\rVert_F)`, with rows
+    centred (``center=True``: a common vector added to every row changes no decision). 1 when
+    they agree up to positive scale; the angle is its arccos."""
+    for x, name in ((A, "A"), (B, "B")):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if A.ndim != 2 or A.shape != B.shape:
+        raise ValueError(f"A and B must be K×D of the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    A, B = A.detach().to(torch.float64), B.detach().to(torch.float64)
+    if center:
+        A, B = A - A.mean(0), B - B.mean(0)
+    na, nb = A.norm(), B.norm()
+    if na == 0 or nb == 0:
+        raise ValueError("a classifier is zero (after centring); its direction is undefined")
+    return float((A * B).sum() / (na * nb))
+
+
+def max_margin_classifier(H: Tensor, labels: Tensor, *, C: float = 100.0, center: bool = True,
+                          max_iter: int = 20000, tol: float = 1e-6, seed: int = 0) -> tuple[Tensor, Tensor]:
+    r"""The multiclass max-margin linear classifier of fixed features (Crammer & Singer 2001):
+
+    .. math:: \min_{W,\xi}\ \tfrac12\lVert W\rVert_F^2 + C\sum_i\xi_i\quad\text{s.t.}\quad
+              (w_{y_i}-w_j)^\top h_i \ge 1-\xi_i\ \ (j\ne y_i),
+
+    solved by scikit-learn's ``LinearSVC(multi_class="crammer_singer")`` (imported here only).
+    On separable features a large ``C`` approaches the hard-margin solution — the direction that
+    gradient descent on the cross-entropy converges to for a linear model (Soudry et al. 2018).
+    ``center=True`` fits on :math:`h_i-\mu_G` (the bias then only absorbs the shift) and
+    returns the bias for the *uncentred* features: ``(W, b)`` as float64 tensors (K×D, K).
+    """
+    from sklearn.svm import LinearSVC
+
+    if not isinstance(H, Tensor) or not isinstance(labels, Tensor):
+        raise TypeError("H and labels must be torch.Tensors")
+    if H.ndim != 2 or labels.ndim != 1 or labels.shape[0] != H.shape[0]:
+        raise ValueError(f"need H N×D and N labels, got {tuple(H.shape)} and {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C}")
+    K = int(labels.max()) + 1
+    if K < 2 or torch.bincount(labels.long(), minlength=K).min() == 0:
+        raise ValueError("labels must cover every class 0..K-1 with K ≥ 2")
+    X = H.detach().to(torch.float64)
+    mu = X.mean(0) if center else torch.zeros(X.shape[1], dtype=torch.float64)
+    svm = LinearSVC(multi_class="crammer_singer", C=float(C), max_iter=max_iter, tol=tol, random_state=seed)
+    svm.fit((X - mu).numpy(), labels.numpy())
+    W = torch.as_tensor(svm.coef_, dtype=torch.float64)
+    b = torch.as_tensor(svm.intercept_, dtype=torch.float64)
+    if K == 2 and W.shape[0] == 1:  # scikit-learn returns one vector for two classes
+        W, b = torch.cat([-W / 2, W / 2]), torch.cat([-b / 2, b / 2])
+    return W, b - W @ mu

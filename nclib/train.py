@@ -63,8 +63,10 @@ class TrainConfig:
     error is logged as ``val_error`` (for early stopping). ``log_rates=True`` (always on for
     ``"mcr2"``) also logs, on the L2-normalised training features, the coding rates ``rate`` R
     and ``rate_c`` R_c of MCR², the class-conditional rate ``rate_within`` (R_c of the features
-    minus their class means) and ``class_rank`` (mean per-class participation ratio of the
-    within-class spread; :func:`nclib.evaluation.class_ranks`).
+    minus their class means), ``class_rank`` (mean per-class participation ratio around the
+    global mean; :func:`nclib.evaluation.class_ranks`) and ``label_info`` (plug-in mutual
+    information, in nats, between the nearest-class-mean decision and the training label;
+    :func:`nclib.evaluation.label_information`).
     Any other ``loss`` is looked up in the registry :data:`nclib.imbalance.LOSSES` (e.g.
     ``"logit_adjusted"``, ``"class_balanced"``, ``"dot_regression"``, ``"multicenter_cosine"``,
     ``"ce_align"``) and called with the logits, the labels, K, the penultimate features (captured
@@ -346,15 +348,16 @@ def _normalized_features(model, X) -> torch.Tensor:
 
 def _representation_rates(Z, y, K, eps) -> dict:
     """Coding rates and per-class rank of L2-normalised features Z (see TrainConfig)."""
-    from .evaluation import class_ranks
+    from .evaluation import class_ranks, label_information
     from .losses import coding_rate_per_class, rate_reduction
 
     rr = rate_reduction(Z, y, eps, K)
     means = torch.zeros(K, Z.shape[1], dtype=Z.dtype).index_add_(0, y, Z) / torch.bincount(y, minlength=K).clamp_min(1)[:, None]
     within = coding_rate_per_class(Z - means[y], y, eps, K)
-    ranks = class_ranks(Z, y, K, measure="pr", center=True)
+    ranks = class_ranks(Z, y, K, measure="pr", center="global")
+    ncc = torch.cdist(Z, means).argmin(1)
     return {"rate": float(rr.r), "rate_c": float(rr.r_c), "rate_within": float(within),
-            "class_rank": float(torch.nanmean(ranks))}
+            "class_rank": float(torch.nanmean(ranks)), "label_info": label_information(ncc, y, K)}
 
 
 def _tensor_batches(X, y, batch_size):
@@ -663,3 +666,36 @@ def recipe(name: str, profile: str = "quick", *, fallback: bool = True, **overri
     else:
         raise ValueError(f"unknown recipe {name!r}; known: 'papyan'")
     return cfg.replace(**overrides) if overrides else cfg
+
+
+# ----------------------------------------------------------------------------- reading histories
+__all__ += ["epoch_below"]
+
+
+def epoch_below(history: pd.DataFrame, threshold: float, key: str = "nc1", *, interpolate: bool = True) -> float:
+    r"""The epoch at which ``history[key]`` first falls below ``threshold``.
+
+    Metrics are logged at a few (log-spaced) epochs only, so by default the crossing is
+    interpolated linearly in :math:`\log(\text{value})` against the epoch between the last logged
+    epoch at or above the threshold and the first below it (``interpolate=False``: that first
+    logged epoch). Returns the first logged epoch if the history starts below, and ``nan``
+    if it never gets there. Positive values only (NC metrics are)."""
+    if not isinstance(history, pd.DataFrame):
+        raise TypeError(f"history must be a pandas DataFrame, got {type(history).__name__}")
+    for col in ("epoch", key):
+        if col not in history.columns:
+            raise ValueError(f"history has no column {col!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+    h = history[["epoch", key]].dropna().sort_values("epoch")
+    e, v = h["epoch"].to_numpy(dtype=float), h[key].to_numpy(dtype=float)
+    below = np.nonzero(v < threshold)[0]
+    if len(below) == 0:
+        return math.nan
+    i = int(below[0])
+    if i == 0 or not interpolate:
+        return float(e[i])
+    if v[i] <= 0 or v[i - 1] <= 0:
+        return float(e[i])
+    t = (math.log(v[i - 1]) - math.log(threshold)) / (math.log(v[i - 1]) - math.log(v[i]))
+    return float(e[i - 1] + t * (e[i] - e[i - 1]))
