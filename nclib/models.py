@@ -19,7 +19,7 @@ from torch import nn
 from .geometry import nearest_etf, simplex_etf
 
 __all__ = ["NCModel", "MLP", "CNN1D", "ResNet18", "FixedETFClassifier", "build", "make_head", "MODELS",
-           "count_parameters", "Projected", "NearestETFGuidedClassifier"]
+           "count_parameters", "Projected", "NearestETFGuidedClassifier", "UnitFeatures"]
 
 
 class FixedETFClassifier(nn.Module):
@@ -61,10 +61,12 @@ class NearestETFGuidedClassifier(nn.Module):
     1. running class means :math:`m_k \leftarrow \beta m_k + (1-\beta)\,\bar{\hat h}_k` of the
        (detached, normalised) features of the classes present in the batch (β = ``momentum``;
        a class seen for the first time starts at its batch mean);
-    2. centre them (:math:`\tilde m_k = m_k - \frac1K\sum_j m_j`) and normalise each row;
-    3. W = the nearest simplex ETF of those rows (:func:`nclib.geometry.nearest_etf`: orthogonal
-       Procrustes, one thin SVD) — equivalently, with the thin SVD :math:`\tilde M = USV^\top`,
-       :math:`W = \sqrt{K/(K-1)}\,(I-\tfrac1K\mathbf 1\mathbf 1^\top)UV^\top`.
+    2. centre them (:math:`m_k - \frac1K\sum_j m_j`) and normalise each row (every class counts
+       the same), giving N;
+    3. W = the unit-row simplex ETF nearest to N in Frobenius norm (:func:`nclib.geometry.nearest_etf`:
+       orthogonal Procrustes, one thin SVD). Since ETF rows sum to zero, only the re-centred
+       :math:`\tilde N = (I-\tfrac1K\mathbf 1\mathbf 1^\top)N` matters, and with its thin SVD
+       :math:`\tilde N = USV^\top`, :math:`W = \sqrt{K/(K-1)}\,(I-\tfrac1K\mathbf 1\mathbf 1^\top)UV^\top`.
 
     Until every class has been seen, W is a random simplex ETF drawn from ``seed`` (as
     :class:`FixedETFClassifier`). Without labels (evaluation, measurement) W stays as last set.
@@ -296,6 +298,26 @@ class Projected(NCModel):
         return self.projection(self.base.features(x))
 
 
+class UnitFeatures(NCModel):
+    """``base`` with its features projected on a sphere, h = r·f(x)/‖f(x)‖ (r = ``radius``), and
+    ``base``'s classifier head moved on top of them. NC metrics are then measured on the
+    normalised features the head actually sees (as for cosine or normalised-ETF heads; Yang et
+    al. 2022, Markou et al. 2024); a learnable linear head on them is a cosine classifier with
+    logit scale r·‖w_k‖. Built by ``build(..., normalize_features=True or r)``."""
+
+    def __init__(self, base: NCModel, radius: float = 1.0):
+        super().__init__()
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"radius must be a positive number, got {radius!r}")
+        self.classifier = base.classifier
+        base.classifier = nn.Identity()
+        self.base = base
+        self.radius = float(radius)
+
+    def features(self, x):
+        return self.radius * F.normalize(self.base.features(x), dim=1)
+
+
 MODELS = {"mlp": MLP, "cnn1d": CNN1D, "resnet18": ResNet18}
 
 
@@ -304,7 +326,9 @@ def build(name: str, input_shape, num_classes: int, **kwargs) -> NCModel:
 
     ``mlp`` and ``cnn1d`` take the flattened length; ``resnet18`` takes (C, H, W).
     ``projection=dim`` appends a linear projection to the features (:class:`Projected`, the MCR²
-    head); without it the model is unchanged.
+    head); without it the model is unchanged. ``normalize_features=True`` L2-normalises the
+    features (:class:`UnitFeatures`; a number r puts them on the sphere of radius r; default
+    False: unchanged).
     The initialisation is drawn under a forked RNG seeded by ``seed`` (default 0; it also
     rotates a fixed ETF head), so the same arguments give the same weights and the caller's
     global torch RNG is left untouched."""
@@ -319,6 +343,9 @@ def build(name: str, input_shape, num_classes: int, **kwargs) -> NCModel:
     if name == "resnet18" and len(shape) != 3:
         raise ValueError(f"resnet18 needs image inputs (C, H, W), got input_shape={shape}")
     projection = kwargs.pop("projection", None)
+    normalize_features = kwargs.pop("normalize_features", False)
+    if not isinstance(normalize_features, (bool, int, float)):
+        raise TypeError(f"normalize_features must be a bool or a radius, got {type(normalize_features).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "resnet18":
@@ -328,6 +355,8 @@ def build(name: str, input_shape, num_classes: int, **kwargs) -> NCModel:
         if projection is not None:
             head_kw = {k: v for k, v in kwargs.items() if k not in ("width", "depth", "batchnorm", "channels")}
             model = Projected(model, projection, num_classes, **head_kw)
+        if normalize_features is not False:
+            model = UnitFeatures(model, 1.0 if normalize_features is True else normalize_features)
         return model
 
 
