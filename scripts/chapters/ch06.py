@@ -5,14 +5,129 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "06_long_tail.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_COUNTS = question(
+    "ex6.1-step-counts", 2,
+    r"""### Exercise 6.1 — the step long-tail profile
+
+Write `step_counts(K, n_max, R, m=None)` returning the per-class training counts of the step profile
+of section 6.1 as a list of K Python ints: the first $K-m$ (majority) classes get $n_{\max}$ examples,
+the last $m$ (minority) classes get $n_{\min}=\max\big(1,\lfloor n_{\max}/R\rfloor\big)$ — never fewer
+than one example, however large $R$ is. When `m` is not given, take $m=\lfloor K/2\rfloor$. The
+tests compare your list with `nclib.data.long_tail_counts(K, n_max, R, "step", n_minority=m)` for
+several $K$, $n_{\max}$, ratios (including $R=1$, a non-integer $R$ and $R>n_{\max}$) and minority
+sizes.""",
+    """def step_counts(K, n_max, R, m=None):
+    # BEGIN SOLUTION
+    m = K // 2 if m is None else m
+    n_min = max(1, int(np.floor(n_max / R)))
+    return [int(n_max)] * (K - m) + [n_min] * m
+    # END SOLUTION""",
+    visible=["""assert list(step_counts(10, 400, 10)) == data.long_tail_counts(10, 400, 10, "step")
+assert list(step_counts(10, 500, 30)) == data.long_tail_counts(10, 500, 30, "step")  # ⌊500/30⌋ = 16"""],
+    hidden=["""for _K, _n, _R, _m in [(10, 400, 1, None), (10, 400, 100, None), (7, 300, 3, None), (7, 300, 3, 2),
+                       (4, 50, 2.5, 1), (12, 5000, 100, 9), (3, 20, 1000, None), (2, 1, 7, 1)]:
+    _got = step_counts(_K, _n, _R, _m)
+    assert [int(_c) for _c in _got] == data.long_tail_counts(_K, _n, _R, "step", n_minority=_m), (_K, _n, _R, _m)
+    assert len(_got) == _K"""],
+)
+
+EX_COSINE = question(
+    "ex6.2-minority-cosine", 2,
+    r"""### Exercise 6.2 — measuring minority collapse
+
+Write `minority_row_cosine(W, minority)` that returns, as a Python float, the mean pairwise cosine
+$\bar c_{\min}(W)=\binom{m}{2}^{-1}\sum_{j<k}\cos(w_j,w_k)$ over the rows of `W` (K×D) whose indices are
+listed in `minority` ($m\ge2$ distinct indices, in any order), with
+$\cos(w_j,w_k)=\langle w_j,w_k\rangle/(\lVert w_j\rVert\lVert w_k\rVert)$; compute in float64. The
+tests compare your value with `nclib.imbalance.mean_pairwise_cosine(W, minority)` — the function that
+produces the `cos_W_minority` column of this chapter — on random matrices, and check the two
+extreme cases: $-1/(K-1)$ for the rows of a simplex ETF and $1$ for rows that point the same way.""",
+    """def minority_row_cosine(W, minority):
+    # BEGIN SOLUTION
+    V = W[list(minority)].to(torch.float64)
+    U = V / V.norm(dim=1, keepdim=True)
+    C = U @ U.T
+    m = len(U)
+    return float((C.sum() - C.diagonal().sum()) / (m * (m - 1)))
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_W = torch.randn(10, 64, generator=_g, dtype=torch.float64) + 0.5
+_ref = imbalance.mean_pairwise_cosine(_W, [5, 6, 7, 8, 9])
+assert abs(minority_row_cosine(_W, [5, 6, 7, 8, 9]) - _ref) < 1e-10"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_W = torch.randn(8, 5, generator=_g, dtype=torch.float64) + torch.randn(5, generator=_g, dtype=torch.float64)
+for _rows in ([0, 1], [7, 2, 4], [3, 0, 6, 1, 5], list(range(8))):
+    assert abs(minority_row_cosine(_W, _rows) - imbalance.mean_pairwise_cosine(_W, _rows)) < 1e-10, _rows
+_W32 = torch.randn(6, 12, generator=_g)
+assert abs(minority_row_cosine(_W32, [1, 3, 5]) - imbalance.mean_pairwise_cosine(_W32, [1, 3, 5])) < 1e-6""",
+            """_E = nclib.geometry.simplex_etf(10, 32, seed=3)
+assert abs(minority_row_cosine(_E, [5, 6, 7, 8, 9]) + 1 / 9) < 1e-10
+_v = torch.randn(16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+_same = torch.stack([_c * _v for _c in (0.5, 1.0, 3.0, 10.0)])
+assert abs(minority_row_cosine(_same, [0, 1, 2, 3]) - 1.0) < 1e-10"""],
+)
+
+EX_LA = question(
+    "ex6.3-logit-adjustment", 2,
+    r"""### Exercise 6.3 — the logit-adjusted loss
+
+Write `logit_adjusted(logits, labels, counts, tau=1.0)`: the training loss of logit adjustment in
+section 6.4. With class priors $\pi_k=n_k/\sum_j n_j$ from the per-class training counts `counts` (a
+list or a tensor of K positive numbers), it is the cross-entropy of the *shifted* logits, averaged
+over the batch of B examples:
+$$\ell=\frac1B\sum_{i=1}^B-\log\frac{e^{z_{i,y_i}+\tau\log\pi_{y_i}}}{\sum_k e^{z_{ik}+\tau\log\pi_k}} .$$
+`logits` is B×K (float64 in the tests), `labels` holds integers 0..K−1; return a scalar tensor that
+autograd can differentiate. The tests compare your loss with `nclib.imbalance.logit_adjusted_loss`
+and with the loss registered under the name `"logit_adjusted"` in `nclib.imbalance.LOSSES` (the one
+the runs above trained with), compare the gradients with respect to the logits, and check that with
+equal counts, or with τ = 0, the loss is the ordinary cross-entropy.""",
+    """def logit_adjusted(logits, labels, counts, tau=1.0):
+    # BEGIN SOLUTION
+    c = torch.as_tensor(counts, dtype=logits.dtype)
+    z = logits + tau * torch.log(c / c.sum())
+    return -z.log_softmax(dim=1)[torch.arange(len(labels)), labels].mean()
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_z = torch.randn(64, 10, generator=_g, dtype=torch.float64)
+_y = torch.randint(0, 10, (64,), generator=_g)
+_counts = data.long_tail_counts(10, 400, 100, "step")
+assert abs(float(logit_adjusted(_z, _y, _counts)) - float(imbalance.logit_adjusted_loss(_z, _y, _counts))) < 1e-10""",
+             """_g = torch.Generator().manual_seed(5)
+_z = torch.randn(50, 10, generator=_g, dtype=torch.float64)
+_y = torch.randint(0, 10, (50,), generator=_g)
+_counts = data.long_tail_counts(10, 400, 30, "exp")
+_ref = imbalance.LOSSES["logit_adjusted"].fn(_z, _y, 10, _counts, tau=0.5)
+assert abs(float(logit_adjusted(_z, _y, _counts, tau=0.5)) - float(_ref)) < 1e-10"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_counts = torch.tensor([500, 200, 90, 31, 16, 5, 1])
+for _tau in (0.3, 1.0, 2.0):
+    _z = (3 * torch.randn(40, 7, generator=_g, dtype=torch.float64)).requires_grad_()
+    _y = torch.randint(0, 7, (40,), generator=_g)
+    _mine = logit_adjusted(_z, _y, _counts, tau=_tau)
+    (_gm,) = torch.autograd.grad(_mine, _z)
+    _ref = imbalance.logit_adjusted_loss(_z, _y, _counts, tau=_tau)
+    (_gr,) = torch.autograd.grad(_ref, _z)
+    assert abs(_mine.item() - _ref.item()) < 1e-10, _tau
+    assert torch.allclose(_gm, _gr, atol=1e-12), _tau""",
+            """_g = torch.Generator().manual_seed(3)
+_z = torch.randn(32, 5, generator=_g, dtype=torch.float64)
+_y = torch.randint(0, 5, (32,), generator=_g)
+_ce = float(torch.nn.functional.cross_entropy(_z, _y))
+assert abs(float(logit_adjusted(_z, _y, [40] * 5, tau=1.0)) - _ce) < 1e-10
+assert abs(float(logit_adjusted(_z, _y, [400, 400, 4, 4, 4], tau=0.0)) - _ce) < 1e-10"""],
+)
+
 cells = [
+assignment_config("ch06"),
 md(f"""# Chapter 6 — The long tail: minority collapse
 
 {badge}
@@ -68,6 +183,8 @@ n_max = pick(PROFILE, 400, 5000)
 pd.DataFrame({f"R = {R}": data.long_tail_counts(K, n_max, R, "step") for R in RATIOS}
              | {"exp, R = 100": data.long_tail_counts(K, n_max, 100, "exp")},
              index=pd.Index(range(K), name="class")).T"""),
+*EX_COUNTS,
+*EX_COSINE,
 md(r"""## 6.2 Minority collapse in the unconstrained-features model
 
 Fang et al. explain minority collapse with the *layer-peeled* model: the last-layer features are
@@ -282,6 +399,7 @@ The lesson is sharper than "fix the classifier": minority collapse is a statemen
 *training* geometry, and fixing the classifier only moves the collapse into the features. Minority
 *accuracy* is a generalisation problem from very few examples, and the correction that directly
 targets the balanced test error — logit adjustment — is the one that helps."""),
+*EX_LA,
 md("""## 6.5 Full profile (GPU)
 
 The same code runs the experiment at paper scale: `PROFILE = "full"` in the parameters cell trains
