@@ -5,14 +5,111 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "02_test_collapse.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_CDNV = question(
+    "ex2.1-cdnv", 2,
+    r"""### Exercise 2.1 — the CDNV of two classes
+
+Write `cdnv_two_classes(H1, H2)` that returns, as a Python float, the CDNV $V_f(S_1,S_2)$ of two classes
+given their features: `H1` ($n_1\times D$) and `H2` ($n_2\times D$), float64, one row per sample. Use the
+empirical distribution of each class, exactly as in the formula above: the class mean $\mu_k$, the
+variance $\sigma_k^2=\frac1{n_k}\sum_i\lVert h_i-\mu_k\rVert^2$ (the average squared distance to the mean —
+divide by $n_k$, not $n_k-1$), and
+
+$$V=\frac{\sigma_1^2+\sigma_2^2}{2\,\lVert\mu_1-\mu_2\rVert^2}.$$
+
+The visible test compares your value with `nclib.metrics.cdnv` of a two-class `FeatureStats`; the
+hidden tests compare every pair of an imbalanced five-class set (one class has only two samples)
+with the pairwise matrix `metrics.cdnv(stats, reduce="none")`, and check that the value does not
+change when both classes are rescaled and shifted together.""",
+    """def cdnv_two_classes(H1, H2):
+    # BEGIN SOLUTION
+    mu1, mu2 = H1.mean(0), H2.mean(0)
+    var1 = (H1 - mu1).pow(2).sum(1).mean()
+    var2 = (H2 - mu2).pow(2).sum(1).mean()
+    return float((var1 + var2) / (2 * (mu1 - mu2).pow(2).sum()))
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_H1 = torch.randn(40, 8, generator=_g, dtype=torch.float64) + 1.5
+_H2 = 0.5 * torch.randn(60, 8, generator=_g, dtype=torch.float64) - 0.5
+_y = torch.cat([torch.zeros(40, dtype=torch.long), torch.ones(60, dtype=torch.long)])
+_ref = metrics.cdnv(metrics.FeatureStats(2, 8).update(torch.cat([_H1, _H2]), _y))
+assert abs(cdnv_two_classes(_H1, _H2) - _ref) < 1e-10 * _ref"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_y = torch.cat([torch.full((n,), k) for k, n in enumerate([2, 30, 7, 120, 15])])
+_spread = torch.rand(5, 1, generator=_g, dtype=torch.float64) + 0.2
+_H = 2 * torch.randn(5, 20, generator=_g, dtype=torch.float64)[_y] + _spread[_y] * torch.randn(len(_y), 20, generator=_g, dtype=torch.float64)
+_V = metrics.cdnv(metrics.FeatureStats(5, 20).update(_H, _y), reduce="none")
+for _i in range(5):
+    for _j in range(5):
+        if _i != _j:
+            assert abs(cdnv_two_classes(_H[_y == _i], _H[_y == _j]) - _V[_i, _j]) < 1e-10 * _V[_i, _j], (_i, _j)""",
+            """_g = torch.Generator().manual_seed(3)
+_H1 = torch.randn(25, 6, generator=_g, dtype=torch.float64)
+_H2 = torch.randn(9, 6, generator=_g, dtype=torch.float64) + 1.0
+_c = 10 * torch.randn(6, generator=_g, dtype=torch.float64)
+_v = cdnv_two_classes(_H1, _H2)
+assert abs(cdnv_two_classes(0.01 * _H1 + _c, 0.01 * _H2 + _c) - _v) < 1e-9 * _v
+assert abs(cdnv_two_classes(_H2, _H1) - _v) < 1e-12 * _v"""],
+)
+
+EX_NC4 = question(
+    "ex2.2-nc4-unseen", 2,
+    r"""### Exercise 2.2 — NC4 on unseen data
+
+Write `ncc_agreement(H_train, y_train, H_test, W, b=None)`: the fraction (a Python float in $[0,1]$)
+of the held-out features `H_test` on which the network's decision $\arg\max_k(Wh+b)_k$ equals the
+nearest-**training**-mean decision $\arg\min_k\lVert h-\mu_k^{\text{train}}\rVert$, where
+$\mu_k^{\text{train}}$ is the mean of the rows of `H_train` with label $k$ and $K$ is the number of
+rows of `W` (K×D). When `b` is `None` the classifier has no bias. This is the
+`ncc_agreement_test` column of the table above.
+
+The visible test compares your value with `1 - nclib.metrics.ncc_mismatch(H_test, W, means, b)`
+(the exact same count). The hidden tests use imbalanced training classes and no bias, and check
+a fact worth knowing: the nearest-mean rule *is* a linear classifier — with $w_k=\mu_k$ and
+$b_k=-\tfrac12\lVert\mu_k\rVert^2$ the two decisions agree on every input.""",
+    """def ncc_agreement(H_train, y_train, H_test, W, b=None):
+    # BEGIN SOLUTION
+    K = W.shape[0]
+    means = torch.stack([H_train[y_train == k].mean(0) for k in range(K)])
+    logits = H_test @ W.T
+    if b is not None:
+        logits = logits + b
+    nearest = torch.cdist(H_test, means).argmin(1)
+    return float((logits.argmax(1) == nearest).double().mean())
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(4)
+_C = 2 * torch.randn(4, 10, generator=_g, dtype=torch.float64)
+_ytr, _yte = torch.arange(4).repeat_interleave(30), torch.arange(4).repeat_interleave(50)
+_Htr = _C[_ytr] + torch.randn(120, 10, generator=_g, dtype=torch.float64)
+_Hte = _C[_yte] + 2 * torch.randn(200, 10, generator=_g, dtype=torch.float64)
+_W = _C + torch.randn(4, 10, generator=_g, dtype=torch.float64)
+_b = torch.randn(4, generator=_g, dtype=torch.float64)
+_means = metrics.FeatureStats(4, 10).update(_Htr, _ytr).means
+_ref = 1 - metrics.ncc_mismatch(_Hte, _W, _means, _b)
+assert abs(ncc_agreement(_Htr, _ytr, _Hte, _W, _b) - _ref) < 1e-12"""],
+    hidden=["""_g = torch.Generator().manual_seed(5)
+_ytr = torch.cat([torch.full((n,), k) for k, n in enumerate([3, 50, 12, 80, 25, 9])])
+_C = 3 * torch.randn(6, 16, generator=_g, dtype=torch.float64) + 4
+_Htr = _C[_ytr] + torch.randn(len(_ytr), 16, generator=_g, dtype=torch.float64)
+_Hte = _C[torch.arange(6).repeat(40)] + 3 * torch.randn(240, 16, generator=_g, dtype=torch.float64)
+_W = _C + 2 * torch.randn(6, 16, generator=_g, dtype=torch.float64)
+_means = metrics.FeatureStats(6, 16).update(_Htr, _ytr).means
+_ref = 1 - metrics.ncc_mismatch(_Hte, _W, _means)
+assert abs(ncc_agreement(_Htr, _ytr, _Hte, _W) - _ref) < 1e-12
+assert ncc_agreement(_Htr, _ytr, _Hte, _means, -0.5 * _means.pow(2).sum(1)) == 1.0"""],
+)
+
 cells = [
+assignment_config("ch02"),
 md(f"""# Chapter 2 — Does collapse generalise? Test collapse
 
 {badge}
@@ -31,11 +128,12 @@ code(install),
 code(PARAMETERS, metadata={"tags": ["parameters"]}),
 code("""import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 import nclib
 from nclib import generalization as gen
-from nclib import plots
+from nclib import metrics, plots
 from nclib.claims import claim
 from nclib.profiles import pick
 from nclib.train import fit, resolve_profile
@@ -73,6 +171,7 @@ $P_k$ replaced by a large fresh sample from it. An alternative measures the held
 around the *training* means, which is what a nearest-class-mean rule sees; it mixes the
 concentration of the features with the error in the class means. We plot it too (as
 `test_cdnv_train_means`), but the claims use the first, because it is the quantity in the bound."""),
+*EX_CDNV,
 md(r"""## 2.2 From training collapse to test collapse: the bound
 
 Galanti et al. prove, for every pair of classes $i\ne j$,
@@ -190,6 +289,7 @@ md(r"""Three things stand out.
 
 What this does not settle is the survey's open question: the bound needs a feature map with
 small complexity, and neither collapse nor our experiment explains why SGD produces one."""),
+*EX_NC4,
 md("""## Reproduction checks
 
 The claims are stated once and checked on the runs above; the thresholds are properties of the

@@ -5,14 +5,118 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "03_max_margin.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_MARGIN = question(
+    "ex3.1-margins", 2,
+    r"""### Exercise 3.1 — multiclass margins
+
+Write `my_margins(W, H, y, b=None)` returning the float64 tensor of length N with the margin of every
+sample, $q_i=z_{i,y_i}-\max_{j\ne y_i}z_{i,j}$ where $z_i=Wh_i+b$ are the logits (`W` is K×D, `H` is
+N×D with one feature per row, `y` holds integer labels in $0,\dots,K-1$, `b` has length K or is
+`None` for no bias). Take care that the maximum runs over the *other* classes only: a sample that is
+classified correctly must get a positive margin, not zero.
+
+The visible test compares your margins with `nclib.geometry.margins` on random data where some
+samples are classified correctly and others are not. The hidden tests use no bias and the two-class
+case, where $q_i=\pm(z_{i,0}-z_{i,1})$ with the sign given by the label.""",
+    """def my_margins(W, H, y, b=None):
+    # BEGIN SOLUTION
+    z = H @ W.T
+    if b is not None:
+        z = z + b
+    rows = torch.arange(len(y))
+    own = z[rows, y]
+    others = z.clone()
+    others[rows, y] = -math.inf
+    return own - others.max(1).values
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_W = torch.randn(5, 12, generator=_g, dtype=torch.float64)
+_H = torch.randn(60, 12, generator=_g, dtype=torch.float64)
+_y = torch.randint(0, 5, (60,), generator=_g)
+_b = torch.randn(5, generator=_g, dtype=torch.float64)
+_ref = geometry.margins(_W, _H, _y, _b)
+assert bool((_ref > 0).any()) and bool((_ref < 0).any())
+assert torch.allclose(torch.as_tensor(my_margins(_W, _H, _y, _b), dtype=torch.float64), _ref, rtol=0, atol=1e-10)"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_W = 3 * torch.randn(8, 20, generator=_g, dtype=torch.float64)
+_H = torch.randn(200, 20, generator=_g, dtype=torch.float64) + 1.0
+_y = torch.randint(0, 8, (200,), generator=_g)
+_ref = geometry.margins(_W, _H, _y)
+assert torch.allclose(torch.as_tensor(my_margins(_W, _H, _y), dtype=torch.float64), _ref, rtol=0, atol=1e-10)""",
+            """_g = torch.Generator().manual_seed(3)
+_W = torch.randn(2, 7, generator=_g, dtype=torch.float64)
+_H = torch.randn(30, 7, generator=_g, dtype=torch.float64)
+_y = torch.randint(0, 2, (30,), generator=_g)
+_z = _H @ _W.T + torch.tensor([0.3, -0.2], dtype=torch.float64)
+_q = torch.as_tensor(my_margins(_W, _H, _y, torch.tensor([0.3, -0.2], dtype=torch.float64)), dtype=torch.float64)
+assert torch.allclose(_q, (_z[:, 0] - _z[:, 1]) * (1 - 2 * _y), rtol=0, atol=1e-10)"""],
+)
+
+EX_NORMALIZED = question(
+    "ex3.2-normalized-margins", 2,
+    r"""### Exercise 3.2 — margins that do not depend on the scale
+
+Write `my_normalized_margins(W, H, y, b=None)` returning the normalised margins of section 3.2,
+
+$$\bar q_i=\frac{q_i}{\lVert W-\mathbf 1\bar w^\top\rVert_F\;\max_j\lVert h_j-\mu_G\rVert},$$
+
+with $\bar w$ the mean of the rows of `W` and $\mu_G$ the mean of the rows of `H` (float64 tensor of
+length N). For the raw margins $q_i$ you may call `geometry.margins(W, H, y, b)` (or your
+`my_margins`); the point of the exercise is the scale.
+
+The visible test compares your values with `nclib.geometry.normalized_margins` on post-ReLU-like
+features far from the origin (where forgetting to centre changes the answer a lot). The hidden
+tests check the four invariances of section 3.2 (scale of `W`, scale of `H`, a vector added to every
+row of `W`, a shift of the features that the bias absorbs) and the closed form of section 3.3: for collapsed features on
+a simplex ETF with a self-dual classifier the smallest normalised margin equals
+$\sqrt K/(K-1)$ (`geometry.etf_margin(K)`) for several $K$.""",
+    """def my_normalized_margins(W, H, y, b=None):
+    # BEGIN SOLUTION
+    q = geometry.margins(W, H, y, b)
+    w_scale = (W - W.mean(0)).norm()
+    h_scale = (H - H.mean(0)).norm(dim=1).max()
+    return q / (w_scale * h_scale)
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(4)
+_W = torch.randn(6, 16, generator=_g, dtype=torch.float64) + 2.0
+_H = torch.relu(torch.randn(80, 16, generator=_g, dtype=torch.float64)) + 3.0
+_y = torch.randint(0, 6, (80,), generator=_g)
+_b = torch.randn(6, generator=_g, dtype=torch.float64)
+_ref = geometry.normalized_margins(_W, _H, _y, _b)
+assert torch.allclose(torch.as_tensor(my_normalized_margins(_W, _H, _y, _b), dtype=torch.float64), _ref, rtol=0, atol=1e-12)"""],
+    hidden=["""_g = torch.Generator().manual_seed(5)
+_W = torch.randn(7, 10, generator=_g, dtype=torch.float64)
+_H = torch.randn(50, 10, generator=_g, dtype=torch.float64) + 2.0
+_y = torch.randint(0, 7, (50,), generator=_g)
+_b = torch.randn(7, generator=_g, dtype=torch.float64)
+_v, _c = torch.randn(10, generator=_g, dtype=torch.float64), torch.randn(10, generator=_g, dtype=torch.float64)
+_ref = geometry.normalized_margins(_W, _H, _y, _b)
+assert torch.allclose(torch.as_tensor(my_normalized_margins(_W, _H, _y, _b), dtype=torch.float64), _ref, rtol=0, atol=1e-12)
+_q = torch.as_tensor(my_normalized_margins(7 * _W + _v, 0.2 * _H, _y, 1.4 * _b), dtype=torch.float64)
+assert torch.allclose(_q, _ref, rtol=0, atol=1e-12)
+_q = torch.as_tensor(my_normalized_margins(_W, _H + _c, _y, _b - _W @ _c), dtype=torch.float64)
+assert torch.allclose(_q, _ref, rtol=0, atol=1e-12)
+assert torch.allclose(torch.as_tensor(my_normalized_margins(_W, _H, _y), dtype=torch.float64), geometry.normalized_margins(_W, _H, _y), rtol=0, atol=1e-12)""",
+            """_g = torch.Generator().manual_seed(6)
+for _K in (3, 4, 10):
+    _E = geometry.simplex_etf(_K, 12, seed=_K)
+    _lab = torch.arange(_K).repeat(3)
+    _s = torch.randn(12, generator=_g, dtype=torch.float64)
+    _q = torch.as_tensor(my_normalized_margins(0.5 * _E, 4.0 * _E[_lab] + _s, _lab, -0.5 * _E @ _s), dtype=torch.float64)
+    assert abs(float(_q.min()) - geometry.etf_margin(_K)) < 1e-10, _K"""],
+)
+
 cells = [
+assignment_config("ch03"),
 md(f"""# Chapter 3 — The max-margin view of collapse
 
 {badge}
@@ -57,9 +161,9 @@ $$
 the survey's $q_{k,i}(W,f)$ for a sample $i$ of class $k$, with the bias written out. It is positive
 exactly when the sample is classified correctly. The **dataset margin** is the smallest one,
 $q=\min_i q_i$ — the sample closest to being misclassified decides it. This is the multiclass
-margin of Crammer and Singer's support-vector machine {cite}`crammer2001`.
-
-## 3.2 Raw margins mean nothing: fixing the scale
+margin of Crammer and Singer's support-vector machine {cite}`crammer2001`."""),
+*EX_MARGIN,
+md(r"""## 3.2 Raw margins mean nothing: fixing the scale
 
 Multiply $W$ and $b$ by 10 and every margin is 10 times larger, with not a single decision
 changed. With the cross-entropy loss this is not a curiosity: once the training data are separated,
@@ -86,6 +190,7 @@ and each choice has a reason:
   so "fraction of the best possible margin" is well defined.
 
 `nclib.geometry.normalized_margins` computes $\bar q_i$ (the options are keywords)."""),
+*EX_NORMALIZED,
 md(r"""## 3.3 Why a simplex ETF with self-dual classifiers has the largest margin
 
 Pick one sample $h_k$ of each class and write $\tilde h_k=h_k-\mu_G$. The smallest margin is at most

@@ -5,14 +5,94 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "05_transfer.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_NCC = question(
+    "ex5.1-ncc-episode", 2,
+    r"""### Exercise 5.1 — one few-shot episode with the nearest class mean
+
+Write `ncc_episode_accuracy(F, support, query)` for one N-way k-shot episode. `F` holds frozen features
+(one row per sample, float64); `support` is an N×k tensor and `query` an N×q tensor of row indices
+into `F`, where row $n$ of both belongs to the episode's $n$-th class. Estimate each class centre
+from its support samples, $\hat\mu_n=\frac1k\sum_{s}h_{n,s}$, label every query $h$ with
+$\arg\min_n\lVert h-\hat\mu_n\rVert$ (Euclidean distance, not a dot product), and return the fraction
+of the $Nq$ queries that receive their own position $n$, as a Python float.
+
+The visible test draws one 5-way 3-shot episode with `transfer.few_shot_episodes` and compares your
+accuracy with `transfer.ncc_few_shot` run on the same seeded episode. The hidden test compares
+every one of 20 episodes of an 8-way **1-shot** problem with the per-episode accuracies that
+`ncc_few_shot` reports.""",
+    """def ncc_episode_accuracy(F, support, query):
+    # BEGIN SOLUTION
+    centres = F[support].mean(1)                     # N×D
+    Q = F[query]                                     # N×q×D
+    N, q, D = Q.shape
+    pred = torch.cdist(Q.reshape(N * q, D), centres).argmin(1).reshape(N, q)
+    return float((pred == torch.arange(N)[:, None]).double().mean())
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(1)
+_y = torch.arange(12).repeat_interleave(25)
+_F = torch.randn(12, 16, generator=_g, dtype=torch.float64)[_y] + 1.3 * torch.randn(300, 16, generator=_g, dtype=torch.float64) + 2.0
+_sup, _qry = transfer.few_shot_episodes(_y, ways=5, shots=3, queries=10, episodes=1, seed=7)
+_ref = transfer.ncc_few_shot(_F, _y, ways=5, shots=3, queries=10, episodes=1, seed=7).mean
+assert abs(ncc_episode_accuracy(_F, _sup[0], _qry[0]) - _ref) < 1e-12"""],
+    hidden=["""_g = torch.Generator().manual_seed(2)
+_y = torch.arange(15).repeat_interleave(20)
+_F = torch.randn(15, 24, generator=_g, dtype=torch.float64)[_y] + torch.randn(300, 24, generator=_g, dtype=torch.float64) + 3.0
+_res = transfer.ncc_few_shot(_F, _y, ways=8, shots=1, queries=15, episodes=20, seed=9)
+_sup, _qry = transfer.few_shot_episodes(_y, ways=8, shots=1, queries=15, episodes=20, seed=9)
+_mine = torch.tensor([ncc_episode_accuracy(_F, _sup[_e], _qry[_e]) for _e in range(20)], dtype=torch.float64)
+assert torch.allclose(_mine, _res.accuracies, rtol=0, atol=1e-12)"""],
+)
+
+EX_GC = question(
+    "ex5.2-geometric-complexity", 2,
+    r"""### Exercise 5.2 — geometric complexity from the Jacobian
+
+Write `my_geometric_complexity(fn, X)` returning, as a Python float, the geometric complexity
+$\frac1N\sum_i\lVert\partial f/\partial x\,(x_i)\rVert_F^2$ of a feature map `fn` on the inputs `X`
+(N×d, float64). `fn` maps a batch (B×d) to features (B×D) sample by sample. Compute each Jacobian
+exactly — for instance with `torch.autograd.functional.jacobian` on the function
+`lambda v: fn(v[None])[0]` of one input — and average the squared Frobenius norms; no random probes.
+
+The visible test uses an affine map $f(x)=Ax+c$, whose Jacobian is $A$ everywhere, so the answer is
+$\lVert A\rVert_F^2$; it also compares with `transfer.geometric_complexity`. The hidden test uses a
+two-layer tanh map, whose Jacobian changes from input to input, and compares with
+`transfer.geometric_complexity` (exact mode).""",
+    """def my_geometric_complexity(fn, X):
+    # BEGIN SOLUTION
+    total = 0.0
+    for x in X:
+        J = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], x)   # D×d
+        total += float(J.pow(2).sum())
+    return total / len(X)
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(3)
+_A = torch.randn(6, 10, generator=_g, dtype=torch.float64)
+_c = torch.randn(6, generator=_g, dtype=torch.float64)
+_X = torch.randn(20, 10, generator=_g, dtype=torch.float64)
+_gc = my_geometric_complexity(lambda x: x @ _A.T + _c, _X)
+assert abs(_gc - float(_A.pow(2).sum())) < 1e-9 * float(_A.pow(2).sum())
+assert abs(_gc - transfer.geometric_complexity(lambda x: x @ _A.T + _c, _X)) < 1e-9 * _gc"""],
+    hidden=["""_g = torch.Generator().manual_seed(4)
+_A1 = torch.randn(32, 10, generator=_g, dtype=torch.float64) / 3
+_A2 = torch.randn(5, 32, generator=_g, dtype=torch.float64) / 5
+_c1 = torch.randn(32, generator=_g, dtype=torch.float64)
+_X = 2 * torch.randn(40, 10, generator=_g, dtype=torch.float64)
+_ref = transfer.geometric_complexity(lambda x: torch.tanh(x @ _A1.T + _c1) @ _A2.T, _X)
+assert abs(my_geometric_complexity(lambda x: torch.tanh(x @ _A1.T + _c1) @ _A2.T, _X) - _ref) < 1e-9 * _ref
+assert abs(_ref - float((_A2 @ _A1).pow(2).sum())) > 0.1 * _ref"""],
+)
+
 cells = [
+assignment_config("ch05"),
 md(f"""# Chapter 5 — Transfer: collapse on classes the network never saw
 
 {badge}
@@ -104,6 +184,7 @@ print(f"raw inputs: target CDNV {raw['cdnv']:.2f} · 20-way 1-shot {raw['fs1']:.
 if PROFILE == "quick":  # the calibration above: the same world without its nuisance directions
     Xe, ye = data.many_class(100, 20, 1, class_offset=transfer.TARGET_OFFSET, nuisance=0.0, seed=SEED).tensors()
     print("raw inputs without nuisance directions:", transfer.ncc_few_shot(Xe, ye, shots=5, **FS))"""),
+*EX_NCC,
 md(r"""## 5.3 Train on $l$ source classes, test on unseen ones
 
 **Recipe (quick profile).** For each $l\in\{5,10,20,40,80\}$: classes $0,\dots,l-1$ with 50 training
@@ -224,9 +305,9 @@ more weight decay — and observe lower CDNV on the target classes.
 
 `nclib.transfer.geometric_complexity` computes GC exactly, one Jacobian row at a time, or with an
 unbiased Hutchinson estimate $\lVert J\rVert_F^2=\mathbb E_v\lVert v^\top J\rVert^2$ from a few random probes
-$v\sim\mathcal N(0,I)$. We use 32 probes on 256 source training inputs.
-
-First, GC along our sweep: the networks trained on more classes are *more* complex — they separate
+$v\sim\mathcal N(0,I)$. We use 32 probes on 256 source training inputs."""),
+*EX_GC,
+md(r"""First, GC along our sweep: the networks trained on more classes are *more* complex — they separate
 more classes — even though they collapse unseen classes better. GC compares feature maps trained on
 the same task; across tasks it is not the variable that matters."""),
 code("""GC = dict(probes=32, seed=SEED)
