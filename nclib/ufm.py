@@ -22,7 +22,7 @@ the loss is averaged over samples, the feature penalty is not.
 
 * :func:`mse_ufm_optimum` — the MSE UFM optimum by the variational form of the nuclear norm
   (singular-value soft thresholding of the targets);
-* :func:`ce_ufm_optimum` — the CE UFM optimum on the simplex-ETF family (Zhu et al. 2021, Thm 3.1);
+* :func:`ce_ufm_optimum` — the CE UFM optimum on the simplex-ETF family (Zhu et al. 2021);
 * :func:`dnc_loss` — the regularised loss of the best deep-neural-collapse configuration of a deep
   UFM (the reference point of Súkeník et al. 2024);
 * :func:`nrc_optimal_gram` — :math:`WW^\top` at the regression UFM optimum (Andriopoulos et al. 2024);
@@ -46,6 +46,7 @@ __all__ = [
     "ufm_objective",
     "UFMResult",
     "train_ufm",
+    "train_ufm_restarts",
     "mse_ufm_optimum",
     "ce_ufm_optimum",
     "least_squares_classifier",
@@ -173,10 +174,18 @@ def ufm_forward(H: Tensor, layers: Sequence[Tensor] = (), activation: str = "lin
     ``"relu"`` (Súkeník et al. 2024 use ReLU between layers and none on the free features).
     """
     _choice(activation, "activation", ACTIVATIONS)
-    feats = [H]
+    _tensor(H, "H", 2)
+    d = H.shape[1]
     for i, A in enumerate(layers):
-        if A.ndim != 2 or A.shape[1] != feats[-1].shape[1]:
-            raise ValueError(f"layer {i} must have shape (d_out, {feats[-1].shape[1]}), got {tuple(A.shape)}")
+        if not isinstance(A, Tensor) or A.ndim != 2 or A.shape[1] != d:
+            raise ValueError(f"layer {i} must be a tensor of shape (d_out, {d}), got {tuple(getattr(A, 'shape', ()))}")
+        d = A.shape[0]
+    return _forward_raw(H, layers, activation)
+
+
+def _forward_raw(H: Tensor, layers, activation: str) -> list[Tensor]:
+    feats = [H]
+    for A in layers:
         x = feats[-1] @ A.T
         feats.append(torch.relu(x) if activation == "relu" else x)
     return feats
@@ -239,13 +248,28 @@ def ufm_objective(H: Tensor, W: Tensor, *, labels: Tensor | None = None, targets
             Y = _tensor(targets, "targets", 2)
             if Y.shape != Z.shape:
                 raise ValueError(f"targets must have shape {tuple(Z.shape)}, got {tuple(Y.shape)}")
-    lams = _lam_list(lam_layers, len(layers))
-    F = _data_loss(Z, labels, Y, loss)
-    F = F + 0.5 * _nonneg(lam_H, "lam_H") * H.pow(2).sum() + 0.5 * _nonneg(lam_W, "lam_W") * W.pow(2).sum()
-    for lam, A in zip(lams, layers):
-        F = F + 0.5 * lam * A.pow(2).sum()
+    lams = [_nonneg(lam_H, "lam_H")] + _lam_list(lam_layers, len(layers)) + [_nonneg(lam_W, "lam_W")]
     if b is not None:
-        F = F + 0.5 * _nonneg(lam_b, "lam_b") * b.pow(2).sum()
+        lams.append(_nonneg(lam_b, "lam_b"))
+    return _objective_raw(H, layers, W, b, labels, Y, loss, activation, lams)
+
+
+def _objective_raw(H, layers, W, b, labels, Y, loss, activation, lams) -> Tensor:
+    """F without validation (the solver's inner loop); ``lams`` = [λ_H, λ_1.., λ_W, (λ_b)]."""
+    X = H
+    for A in layers:
+        X = X @ A.T
+        if activation == "relu":
+            X = torch.relu(X)
+    Z = X @ W.T
+    if b is not None:
+        Z = Z + b
+    F = _data_loss(Z, labels, Y, loss) + 0.5 * lams[0] * H.pow(2).sum()
+    for lam, A in zip(lams[1:], layers):
+        F = F + 0.5 * lam * A.pow(2).sum()
+    F = F + 0.5 * lams[1 + len(layers)] * W.pow(2).sum()
+    if b is not None:
+        F = F + 0.5 * lams[-1] * b.pow(2).sum()
     return F
 
 
@@ -290,6 +314,15 @@ class UFMResult:
                                        lam_H=c["lam_H"], lam_W=c["lam_W"], lam_b=c["lam_b"],
                                        lam_layers=c["lam_layers"]))
 
+    def class_means(self, layer: int = -1) -> Tensor:
+        """The K×d (uncentred) class means of one layer's features (default: the last layer)."""
+        if self.labels is None:
+            raise ValueError("class means need class labels; this is a regression UFM")
+        Hl = self.features()[layer].to(torch.float64)
+        K = self.W.shape[0]
+        counts = torch.bincount(self.labels, minlength=K).to(torch.float64)
+        return torch.zeros(K, Hl.shape[1], dtype=torch.float64).index_add_(0, self.labels, Hl) / counts[:, None]
+
     def metrics(self) -> dict:
         """NC metrics of the last-layer features with the classifier (:func:`nclib.metrics.measure_features`)."""
         if self.labels is None:
@@ -299,54 +332,269 @@ class UFMResult:
                                 num_classes=self.W.shape[0]).metrics
 
 
-def _record_row(step: int, params: dict, prob: dict, record: Sequence[str]) -> dict:
+def _gd_gradients(H, layers, W, b, Y, loss, activation, lams) -> list[Tensor]:
+    """∇F by hand (backpropagation written out; several times faster than autograd on these tiny
+    problems, and batched: every tensor may carry a leading restart dimension).
+    Order: H, A_1..A_{L-1}, W, b; ``lams`` in the same order. Tested against autograd."""
+    xs, pre = [H], []
+    for A in layers:
+        P = xs[-1] @ A.transpose(-1, -2)
+        pre.append(P)
+        xs.append(torch.relu(P) if activation == "relu" else P)
+    Z = xs[-1] @ W.transpose(-1, -2)
+    if b is not None:
+        Z = Z + b.unsqueeze(-2)
+    N = Z.shape[-2]
+    dZ = (torch.softmax(Z, -1) - Y) / N if loss == "ce" else (Z - Y) / N
+    gW = dZ.transpose(-1, -2) @ xs[-1] + lams[1 + len(layers)] * W
+    dX = dZ @ W
+    gA = []
+    for l in range(len(layers) - 1, -1, -1):
+        dP = dX * (pre[l] > 0) if activation == "relu" else dX
+        gA.append(dP.transpose(-1, -2) @ xs[l] + lams[1 + l] * layers[l])
+        dX = dP @ layers[l]
+    out = [dX + lams[0] * H] + gA[::-1] + [gW]
+    if b is not None:
+        out.append(dZ.sum(-2) + lams[-1] * b)
+    return out
+
+
+def _problem(num_classes, n_per_class, counts, targets, dim, loss, bias, lam_H, lam_W, lam_b, depth, width,
+             activation, lam_layers, optimizer, lr, steps, init_scale, log_every, record, dtype) -> dict:
+    """Validate the arguments of :func:`train_ufm` once; return the problem description."""
+    _choice(loss, "loss", LOSSES)
+    _choice(optimizer, "optimizer", OPTIMIZERS)
+    _choice(activation, "activation", ACTIVATIONS)
+    if not isinstance(record, (list, tuple)):
+        raise TypeError(f"record must be a list or tuple of names from {RECORDS}")
+    for r in record:
+        _choice(r, "record entry", RECORDS)
+    dim = _int(dim, "dim")
+    depth = _int(depth, "depth")
+    width = dim if width is None else _int(width, "width")
+    steps = _int(steps, "steps")
+    lr = _positive(lr, "lr")
+    init_scale = _positive(init_scale, "init_scale")
+    lam_H, lam_W, lam_b = _nonneg(lam_H, "lam_H"), _nonneg(lam_W, "lam_W"), _nonneg(lam_b, "lam_b")
+    lam_list = _lam_list(lam_W if lam_layers is None else lam_layers, depth - 1)
+    log_every = max(1, steps // 100) if log_every is None else _int(log_every, "log_every")
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if targets is not None:
+        if num_classes is not None or n_per_class is not None or counts is not None:
+            raise ValueError("give either targets (regression) or num_classes/n_per_class/counts, not both")
+        if loss != "mse":
+            raise ValueError("regression targets need loss='mse'")
+        Y = _tensor(targets, "targets", 2).detach().to(dtype)
+        labels, K = None, Y.shape[1]
+        if "nc" in record or "central_path" in record:
+            raise ValueError("record 'nc'/'central_path' need class labels; use record=('nrc',) for regression")
+    else:
+        if counts is None:
+            if num_classes is None or n_per_class is None:
+                raise ValueError("give num_classes and n_per_class (balanced), counts, or targets")
+            counts = [_int(n_per_class, "n_per_class")] * _int(num_classes, "num_classes", 2)
+        elif num_classes is not None and len(counts) != num_classes:
+            raise ValueError(f"counts has {len(counts)} entries but num_classes={num_classes}")
+        labels = class_labels(counts)
+        K = len(counts)
+        Y = _one_hot(labels, K, dtype)
+        if "nrc" in record:
+            raise ValueError("record 'nrc' is for regression targets")
+    if "central_path" in record and (loss != "mse" or depth != 1):
+        raise ValueError("the central-path decomposition needs loss='mse' and depth=1")
+    N = Y.shape[0]
+    prob = dict(labels=labels, targets=Y, K=K, N=N, dim=dim, depth=depth, width=width,
+                d_last=dim if depth == 1 else width, loss=loss, bias=bias, lam_H=lam_H, lam_W=lam_W,
+                lam_b=lam_b, lam_layers=lam_list, activation=activation, optimizer=optimizer, lr=lr,
+                steps=steps, init_scale=init_scale, log_every=log_every, record=tuple(record), dtype=dtype)
+    prob["lams"] = [lam_H] + lam_list + [lam_W] + ([lam_b] if bias else [])
+    if "nrc" in record and depth == 1 and lam_H > 0 and lam_W > 0:
+        prob["nrc_gamma"] = math.sqrt(N * lam_H * lam_W)  # the UFM closed form's γ (nrc_optimal_gram)
+    return prob
+
+
+def _init_params(prob: dict, seed, init: dict | None, fixed_W) -> dict:
+    """Initial parameters of one restart: N(0, init_scale²) entries from ``seed``, or ``init``."""
+    g = _generator(seed)
+    dtype, s = prob["dtype"], prob["init_scale"]
+    init = {} if init is None else dict(init)
+    unknown = set(init) - {"H", "W", "b", "layers"}
+    if unknown:
+        raise ValueError(f"unknown init keys {sorted(unknown)}; allowed: H, W, b, layers")
+
+    def given(x, name, shape):
+        t = _tensor(x, name).detach().to(dtype).clone()
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+        return t
+
+    def draw(shape):
+        return (s * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+    if fixed_W is not None and init.get("W") is not None:
+        raise ValueError("give fixed_W or init['W'], not both")
+    N, K, depth = prob["N"], prob["K"], prob["depth"]
+    dims = [prob["dim"]] + [prob["width"]] * (depth - 1)
+    H = given(init["H"], "init['H']", (N, dims[0])) if init.get("H") is not None else draw((N, dims[0]))
+    if init.get("layers") is not None and len(init["layers"]) != depth - 1:
+        raise ValueError(f"init['layers'] must hold {depth - 1} matrices")
+    layers = []
+    for l in range(depth - 1):
+        shape = (dims[l + 1], dims[l])
+        layers.append(given(init["layers"][l], f"init['layers'][{l}]", shape) if init.get("layers") is not None
+                      else draw(shape))
+    if fixed_W is not None:
+        W = given(fixed_W, "fixed_W", (K, prob["d_last"]))
+    else:
+        W = given(init["W"], "init['W']", (K, prob["d_last"])) if init.get("W") is not None else draw((K, prob["d_last"]))
+    b = None
+    if prob["bias"]:
+        b = given(init["b"], "init['b']", (K,)) if init.get("b") is not None else torch.zeros(K, dtype=dtype)
+    elif init.get("b") is not None:
+        raise ValueError("init['b'] given but bias=False")
+    return {"H": H, "layers": layers, "W": W, "b": b}
+
+
+def _record_row(step: int, params: dict, prob: dict) -> dict:
+    record = prob["record"]
     with torch.no_grad():
-        feats = ufm_forward(params["H"], params["layers"], prob["activation"])
-        F = ufm_objective(params["H"], params["W"], labels=prob["labels"], targets=prob["targets"],
-                          b=params["b"], layers=params["layers"], activation=prob["activation"],
-                          loss=prob["loss"], lam_H=prob["lam_H"], lam_W=prob["lam_W"], lam_b=prob["lam_b"],
-                          lam_layers=prob["lam_layers"])
+        feats = _forward_raw(params["H"], params["layers"], prob["activation"])
+        F = _objective_raw(params["H"], params["layers"], params["W"], params["b"], prob["labels"],
+                           prob["targets"], prob["loss"], prob["activation"], prob["lams"])
         Z = feats[-1] @ params["W"].T
         if params["b"] is not None:
             Z = Z + params["b"]
         row = {"step": step, "objective": float(F),
                "loss": float(_data_loss(Z, prob["labels"], prob["targets"], prob["loss"]))}
-        W, b = params["W"].detach(), None if params["b"] is None else params["b"].detach()
+        if not math.isfinite(row["objective"]):
+            return row
+        W, b = params["W"], params["b"]
         if "nc" in record:
-            m = measure_features(feats[-1].detach(), prob["labels"], W, b, num_classes=W.shape[0]).metrics
+            m = measure_features(feats[-1], prob["labels"], W, b, num_classes=prob["K"]).metrics
             row.update({k: m[k] for k in NC_KEYS if k in m})
         if "central_path" in record:
-            row.update(central_path_decomposition(params["H"].detach(), W, b, labels=prob["labels"],
-                                                  lam_W=prob["lam_W"], lam_b=prob["lam_b"], lam_H=prob["lam_H"]))
+            row.update(central_path_decomposition(params["H"], W, b, labels=prob["labels"], lam_W=prob["lam_W"],
+                                                  lam_b=prob["lam_b"], lam_H=prob["lam_H"]))
         if "nrc" in record:
-            gamma = prob.get("nrc_gamma")
-            row.update(nrc_metrics(feats[-1].detach(), prob["targets"], W, gamma=gamma))
+            row.update(nrc_metrics(feats[-1], prob["targets"], W, gamma=prob.get("nrc_gamma")))
     return row
 
 
-def _gd_gradients(H, layers, W, b, labels, Y, loss, activation, lams) -> list[Tensor]:
-    """∇F by hand (backpropagation written out; ~5x faster than autograd on these tiny problems).
-    Order: H, A_1..A_{L-1}, W, b. ``lams`` in the same order. Tested against autograd."""
-    xs, pre = [H], []
-    for A in layers:
-        P = xs[-1] @ A.T
-        pre.append(P)
-        xs.append(torch.relu(P) if activation == "relu" else P)
-    Z = xs[-1] @ W.T
-    if b is not None:
-        Z = Z + b
-    N = Z.shape[0]
-    dZ = (torch.softmax(Z, 1) - Y) / N if loss == "ce" else (Z - Y) / N
-    gW = dZ.T @ xs[-1] + lams[1 + len(layers)] * W
-    dX = dZ @ W
-    gA = []
-    for l in range(len(layers) - 1, -1, -1):
-        dP = dX * (pre[l] > 0) if activation == "relu" else dX
-        gA.append(dP.T @ xs[l] + lams[1 + l] * layers[l])
-        dX = dP @ layers[l]
-    out = [dX + lams[0] * H] + gA[::-1] + [gW]
-    if b is not None:
-        out.append(dZ.sum(0) + lams[-1] * b)
+def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFMResult]:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    R = len(seeds)
+    starts = [_init_params(prob, s, init, fixed_W) for s in seeds]
+    depth, lr, steps, log_every = prob["depth"], prob["lr"], prob["steps"], prob["log_every"]
+    rows = [[] for _ in range(R)]
+    snaps = [[] for _ in range(R)]
+
+    def unpack(state, r):
+        return {"H": state["H"][r], "layers": [A[r] for A in state["layers"]], "W": state["W"][r],
+                "b": None if state["b"] is None else state["b"][r]}
+
+    def log(step, state):
+        for r in range(R):
+            p = {k: (v.detach() if isinstance(v, Tensor) else [a.detach() for a in v] if isinstance(v, list) else v)
+                 for k, v in unpack(state, r).items()}
+            row = _record_row(step, p, prob)
+            if not math.isfinite(row["objective"]):
+                raise FloatingPointError(f"the objective is not finite at step {step} (seed {seeds[r]}); "
+                                         f"reduce lr (now {lr})")
+            if callback is not None:
+                extra = callback(step, p)
+                if extra:
+                    row.update(extra)
+            rows[r].append(row)
+            if "snapshots" in prob["record"]:
+                snaps[r].append({"step": step, "H": p["H"].clone(), "W": p["W"].clone(),
+                                 "b": None if p["b"] is None else p["b"].clone(),
+                                 "layers": [A.clone() for A in p["layers"]]})
+
+    desc = f"UFM {prob['loss'].upper()} L={depth} {prob['optimizer']}" + (f" ×{R}" if R > 1 else "")
+    if prob["optimizer"] == "gd":
+        state = {"H": torch.stack([s["H"] for s in starts]),
+                 "layers": [torch.stack([s["layers"][l] for s in starts]) for l in range(depth - 1)],
+                 "W": torch.stack([s["W"] for s in starts]),
+                 "b": None if starts[0]["b"] is None else torch.stack([s["b"] for s in starts])}
+        params = [state["H"], *state["layers"]] + ([] if fixed_W is not None else [state["W"]]) \
+            + ([state["b"]] if state["b"] is not None else [])
+        with torch.no_grad():
+            for t in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+                if t % log_every == 0:
+                    log(t, state)
+                grads = _gd_gradients(state["H"], state["layers"], state["W"], state["b"], prob["targets"],
+                                      prob["loss"], prob["activation"], prob["lams"])
+                if fixed_W is not None:
+                    del grads[depth]
+                for p, gr in zip(params, grads):
+                    p.sub_(lr * gr)
+        log(steps, state)
+        finals = [unpack(state, r) for r in range(R)]
+    else:
+        finals = []
+        for r, start in enumerate(starts):
+            H, W, b, layers = start["H"], start["W"], start["b"], start["layers"]
+            params = [H, *layers] + ([] if fixed_W is not None else [W]) + ([b] if b is not None else [])
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.LBFGS(params, lr=lr, max_iter=log_every, history_size=50,
+                                    line_search_fn="strong_wolfe", tolerance_grad=1e-13, tolerance_change=1e-16)
+
+            def closure():
+                opt.zero_grad()
+                F = _objective_raw(H, layers, W, b, prob["labels"], prob["targets"], prob["loss"],
+                                   prob["activation"], prob["lams"])
+                F.backward()
+                return F
+
+            done = 0
+            with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+                sub_rows, sub_snaps = rows[r], snaps[r]
+
+                def log1(step):
+                    p = {"H": H.detach(), "layers": [A.detach() for A in layers], "W": W.detach(),
+                         "b": None if b is None else b.detach()}
+                    row = _record_row(step, p, prob)
+                    if not math.isfinite(row["objective"]):
+                        raise FloatingPointError(f"the objective is not finite at step {step} (seed {seeds[r]})")
+                    if callback is not None:
+                        extra = callback(step, p)
+                        if extra:
+                            row.update(extra)
+                    sub_rows.append(row)
+                    if "snapshots" in prob["record"]:
+                        sub_snaps.append({"step": step, "H": p["H"].clone(), "W": p["W"].clone(),
+                                          "b": None if b is None else p["b"].clone(),
+                                          "layers": [A.clone() for A in p["layers"]]})
+
+                log1(0)
+                while done < steps:
+                    chunk = min(log_every, steps - done)
+                    opt.param_groups[0]["max_iter"] = chunk
+                    opt.param_groups[0]["max_eval"] = chunk * 5 // 4 + 1
+                    opt.step(closure)
+                    done += chunk
+                    bar.update(chunk)
+                    log1(done)
+            for p in params:
+                p.requires_grad_(False)
+            finals.append({"H": H.detach(), "layers": [A.detach() for A in layers], "W": W.detach(),
+                           "b": None if b is None else b.detach()})
+    out = []
+    for r in range(R):
+        f = finals[r]
+        config = {k: prob[k] for k in ("K", "N", "dim", "depth", "width", "loss", "bias", "lam_H", "lam_W", "lam_b",
+                                       "lam_layers", "activation", "optimizer", "lr", "steps", "init_scale")}
+        config.update(num_classes=prob["K"], seed=seeds[r] if isinstance(seeds[r], int) else None,
+                      fixed_W=fixed_W is not None)
+        out.append(UFMResult(H=f["H"].clone(), W=f["W"].clone(), b=None if f["b"] is None else f["b"].clone(),
+                             layers=[A.clone() for A in f["layers"]], labels=prob["labels"], targets=prob["targets"],
+                             config=config, history=pd.DataFrame(rows[r]), snapshots=snaps[r]))
     return out
 
 
@@ -371,10 +619,11 @@ def train_ufm(*, num_classes: int | None = None, n_per_class: int | None = None,
 
     **Solver.** ``optimizer="gd"``: plain full-batch gradient descent
     :math:`\theta \leftarrow \theta - \eta\nabla F(\theta)` with step ``lr`` for ``steps``
-    steps; ``"lbfgs"``: ``torch.optim.LBFGS`` with a strong-Wolfe line search, ``steps``
-    iterations. Initialisation: i.i.d. :math:`\mathcal N(0, \text{init\_scale}^2)` entries drawn from
-    ``seed`` (a ``torch.Generator`` or int; the global RNG is untouched), or explicit tensors in
-    ``init`` (keys ``"H"``, ``"W"``, ``"b"``, ``"layers"``). Computation in ``dtype`` (float64).
+    steps (gradients by explicit backpropagation); ``"lbfgs"``: ``torch.optim.LBFGS`` with a
+    strong-Wolfe line search, ``steps`` iterations (autograd). Initialisation: i.i.d.
+    :math:`\mathcal N(0, \text{init\_scale}^2)` entries drawn from ``seed`` (an int or a
+    ``torch.Generator``; the global RNG is untouched), or explicit tensors in ``init`` (keys
+    ``"H"``, ``"W"``, ``"b"``, ``"layers"``). Computation in ``dtype`` (float64 by default).
 
     **Logging** every ``log_every`` steps (default steps/100) and at the end, into
     ``result.history``: ``step``, ``objective``, ``loss`` and, per ``record``:
@@ -384,169 +633,48 @@ def train_ufm(*, num_classes: int | None = None, n_per_class: int | None = None,
     ``result.snapshots``. ``callback(step, params)`` may return a dict of extra columns.
     A non-finite objective raises ``FloatingPointError`` (reduce ``lr``).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
+    prob = _problem(num_classes, n_per_class, counts, targets, dim, loss, bias, lam_H, lam_W, lam_b, depth, width,
+                    activation, lam_layers, optimizer, lr, steps, init_scale, log_every, record, dtype)
+    return _run(prob, [seed], init, fixed_W, callback, progress)[0]
 
-    # ---- the problem
-    _choice(loss, "loss", LOSSES)
-    _choice(optimizer, "optimizer", OPTIMIZERS)
-    _choice(activation, "activation", ACTIVATIONS)
-    if not isinstance(record, (list, tuple)):
-        raise TypeError(f"record must be a list or tuple of names from {RECORDS}")
-    for r in record:
-        _choice(r, "record entry", RECORDS)
-    dim = _int(dim, "dim")
-    depth = _int(depth, "depth")
-    width = dim if width is None else _int(width, "width")
-    steps = _int(steps, "steps")
-    lr = _positive(lr, "lr")
-    init_scale = _positive(init_scale, "init_scale")
-    lam_H, lam_W, lam_b = _nonneg(lam_H, "lam_H"), _nonneg(lam_W, "lam_W"), _nonneg(lam_b, "lam_b")
-    lam_layers = lam_W if lam_layers is None else lam_layers
-    lam_list = _lam_list(lam_layers, depth - 1)
-    log_every = max(1, steps // 100) if log_every is None else _int(log_every, "log_every")
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-    if targets is not None:
-        if num_classes is not None or n_per_class is not None or counts is not None:
-            raise ValueError("give either targets (regression) or num_classes/n_per_class/counts, not both")
-        if loss != "mse":
-            raise ValueError("regression targets need loss='mse'")
-        Y = _tensor(targets, "targets", 2).to(dtype)
-        labels, K = None, Y.shape[1]
-        if "nc" in record or "central_path" in record:
-            raise ValueError("record 'nc'/'central_path' need class labels; use record=('nrc',) for regression")
-    else:
-        if counts is None:
-            if num_classes is None or n_per_class is None:
-                raise ValueError("give num_classes and n_per_class (balanced), counts, or targets")
-            counts = [_int(n_per_class, "n_per_class")] * _int(num_classes, "num_classes", 2)
-        elif num_classes is not None and len(counts) != num_classes:
-            raise ValueError(f"counts has {len(counts)} entries but num_classes={num_classes}")
-        labels = class_labels(counts)
-        K = len(counts)
-        Y = _one_hot(labels, K, dtype)
-        if "nrc" in record:
-            raise ValueError("record 'nrc' is for regression targets")
-    if "central_path" in record and (loss != "mse" or depth != 1):
-        raise ValueError("the central-path decomposition needs loss='mse' and depth=1")
-    N = Y.shape[0]
-    d_last = dim if depth == 1 else width
 
-    # ---- parameters
-    g = _generator(seed)
-    init = {} if init is None else dict(init)
-    unknown = set(init) - {"H", "W", "b", "layers"}
+def train_ufm_restarts(seeds: Sequence[int], **kwargs) -> list[UFMResult]:
+    r"""Several random restarts of :func:`train_ufm` (same keyword arguments, one ``seed`` each).
+
+    With ``optimizer="gd"`` the restarts run together as one batched gradient descent (a leading
+    restart dimension on every tensor — the same iterates as separate runs, several times
+    cheaper on small problems); L-BFGS runs them one after the other. Restart r starts from
+    exactly the initialisation ``train_ufm(seed=seeds[r], ...)`` draws. ``init`` is refused
+    (every restart would start from the same point).
+    """
+    if not isinstance(seeds, (list, tuple, range)) or len(seeds) == 0:
+        raise ValueError("seeds must be a non-empty list of ints")
+    seeds = list(seeds)
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool):
+            raise TypeError(f"every seed must be an int, got {type(s).__name__}")
+    if "seed" in kwargs:
+        raise TypeError("pass seeds=[...], not seed=")
+    if kwargs.get("init") is not None:
+        raise ValueError("init would give every restart the same start; use train_ufm for a given init")
+    init = kwargs.pop("init", None)
+    fixed_W = kwargs.pop("fixed_W", None)
+    callback = kwargs.pop("callback", None)
+    progress = kwargs.pop("progress", True)
+    defaults = dict(num_classes=None, n_per_class=None, counts=None, targets=None, loss="ce", bias=False,
+                    lam_H=5e-4, lam_W=5e-4, lam_b=0.0, depth=1, width=None, activation="linear", lam_layers=None,
+                    optimizer="gd", lr=1.0, steps=1000, init_scale=0.1, log_every=None, record=("nc",),
+                    dtype=torch.float64)
+    unknown = set(kwargs) - set(defaults) - {"dim"}
     if unknown:
-        raise ValueError(f"unknown init keys {sorted(unknown)}; allowed: H, W, b, layers")
-
-    def _draw(shape, key):
-        if key in init and init[key] is not None:
-            t = _tensor(init[key], f"init[{key!r}]").detach().to(dtype).clone()
-            if tuple(t.shape) != tuple(shape):
-                raise ValueError(f"init[{key!r}] must have shape {tuple(shape)}, got {tuple(t.shape)}")
-            return t
-        return init_scale * torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-
-    H = _draw((N, dim), "H").requires_grad_(True)
-    dims = [dim] + [width] * (depth - 1)
-    init_layers = init.get("layers")
-    if init_layers is not None and len(init_layers) != depth - 1:
-        raise ValueError(f"init['layers'] must hold {depth - 1} matrices")
-    layers = []
-    for l in range(depth - 1):
-        if init_layers is not None:
-            A = _tensor(init_layers[l], f"init['layers'][{l}]").detach().to(dtype).clone()
-            if tuple(A.shape) != (dims[l + 1], dims[l]):
-                raise ValueError(f"init['layers'][{l}] must have shape {(dims[l + 1], dims[l])}, got {tuple(A.shape)}")
-        else:
-            A = init_scale * torch.randn(dims[l + 1], dims[l], generator=g, dtype=torch.float64).to(dtype)
-        layers.append(A.requires_grad_(True))
-    if fixed_W is not None:
-        W = _tensor(fixed_W, "fixed_W", 2).detach().to(dtype).clone()
-        if tuple(W.shape) != (K, d_last):
-            raise ValueError(f"fixed_W must have shape {(K, d_last)}, got {tuple(W.shape)}")
-    else:
-        W = _draw((K, d_last), "W").requires_grad_(True)
-    b = None
-    if bias:
-        b = (init["b"].detach().to(dtype).clone() if init.get("b") is not None
-             else torch.zeros(K, dtype=dtype)).requires_grad_(True)
-        if b.shape != (K,):
-            raise ValueError(f"init['b'] must have shape ({K},)")
-    elif init.get("b") is not None:
-        raise ValueError("init['b'] given but bias=False")
-    params = [H, *layers] + ([] if fixed_W is not None else [W]) + ([b] if b is not None else [])
-
-    prob = dict(labels=labels, targets=Y, activation=activation, loss=loss, lam_H=lam_H, lam_W=lam_W,
-                lam_b=lam_b, lam_layers=lam_list)
-    if "nrc" in record and depth == 1 and lam_H > 0 and lam_W > 0:
-        prob["nrc_gamma"] = math.sqrt(N * lam_H * lam_W)  # the UFM closed form's threshold (nrc_optimal_gram)
-    state = {"H": H, "W": W, "b": b, "layers": layers}
-    rows, snaps = [], []
-
-    def objective():
-        return ufm_objective(H, W, labels=labels, targets=Y, b=b, layers=layers, activation=activation,
-                             loss=loss, lam_H=lam_H, lam_W=lam_W, lam_b=lam_b, lam_layers=lam_list)
-
-    def log(step):
-        row = _record_row(step, state, prob, record)
-        if not math.isfinite(row["objective"]):
-            raise FloatingPointError(f"the objective is not finite at step {step}; reduce lr (now {lr})")
-        if callback is not None:
-            extra = callback(step, {k: (v.detach() if isinstance(v, Tensor) else [a.detach() for a in v]
-                                        if isinstance(v, list) else v) for k, v in state.items()})
-            if extra:
-                row.update(extra)
-        rows.append(row)
-        if "snapshots" in record:
-            snaps.append({"step": step, "H": H.detach().clone(), "W": W.detach().clone(),
-                          "b": None if b is None else b.detach().clone(),
-                          "layers": [A.detach().clone() for A in layers]})
-
-    desc = f"UFM {loss.upper()} L={depth} {optimizer}"
-    if optimizer == "gd":
-        lam_all = [lam_H] + lam_list + [lam_W] + ([lam_b] if b is not None else [])
-        with torch.no_grad():
-            for t in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-                if t % log_every == 0:
-                    log(t)
-                grads = _gd_gradients(H, layers, W, b, labels, Y, loss, activation, lam_all)
-                if fixed_W is not None:
-                    grads = grads[:1 + len(layers)] + grads[2 + len(layers):]
-                for p, gr in zip(params, grads):
-                    p.sub_(lr * gr)
-        log(steps)
-    else:
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=log_every, history_size=50,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-13, tolerance_change=1e-16)
-
-        def closure():
-            opt.zero_grad()
-            F = objective()
-            F.backward()
-            return F
-
-        done = 0
-        log(0)
-        with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
-            while done < steps:
-                chunk = min(log_every, steps - done)
-                opt.param_groups[0]["max_iter"] = chunk
-                opt.param_groups[0]["max_eval"] = chunk * 5 // 4 + 1
-                opt.step(closure)
-                done += chunk
-                bar.update(chunk)
-                log(done)
-    for p in params:
-        p.requires_grad_(False)
-    config = dict(num_classes=K, N=N, dim=dim, depth=depth, width=width, loss=loss, bias=bias, lam_H=lam_H,
-                  lam_W=lam_W, lam_b=lam_b, lam_layers=lam_list, activation=activation, optimizer=optimizer,
-                  lr=lr, steps=steps, init_scale=init_scale, seed=seed if isinstance(seed, int) else None,
-                  fixed_W=fixed_W is not None)
-    return UFMResult(H=H.detach(), W=W.detach(), b=None if b is None else b.detach(),
-                     layers=[A.detach() for A in layers], labels=labels, targets=Y, config=config,
-                     history=pd.DataFrame(rows), snapshots=snaps)
+        raise TypeError(f"unknown arguments {sorted(unknown)}")
+    if "dim" not in kwargs:
+        raise TypeError("dim is required")
+    a = {**defaults, **kwargs}
+    prob = _problem(a["num_classes"], a["n_per_class"], a["counts"], a["targets"], a["dim"], a["loss"], a["bias"],
+                    a["lam_H"], a["lam_W"], a["lam_b"], a["depth"], a["width"], a["activation"], a["lam_layers"],
+                    a["optimizer"], a["lr"], a["steps"], a["init_scale"], a["log_every"], a["record"], a["dtype"])
+    return _run(prob, seeds, init, fixed_W, callback, progress)
 
 
 # ----------------------------------------------------------------------------- closed forms: MSE and CE
@@ -661,6 +789,8 @@ def least_squares_classifier(features: Tensor, *, labels: Tensor | None = None, 
     if Y.shape[0] != H.shape[0]:
         raise ValueError(f"features have {H.shape[0]} rows but there are {Y.shape[0]} targets")
     lam_W, lam_b = _nonneg(lam_W, "lam_W"), _nonneg(lam_b, "lam_b")
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
     N, D = H.shape
     Hb = torch.cat([H, torch.ones(N, 1, dtype=H.dtype)], 1) if bias else H
     reg = torch.full((Hb.shape[1],), lam_W, dtype=H.dtype)
@@ -707,6 +837,8 @@ def central_path_decomposition(features: Tensor, W: Tensor, b: Tensor | None = N
     bias = b is not None
     if bias:
         b = _tensor(b, "b", 1).to(torch.float64)
+        if b.shape != (K,):
+            raise ValueError(f"b must have shape ({K},), got {tuple(b.shape)}")
     N = H.shape[0]
     Ws, bs = least_squares_classifier(H, labels=labels, num_classes=K, lam_W=lam_W, bias=bias, lam_b=lam_b)
     counts = torch.bincount(labels, minlength=K).to(H.dtype)
@@ -829,13 +961,7 @@ def class_mean_spectra(result: UFMResult) -> list[Tensor]:
         raise TypeError(f"result must be a UFMResult, got {type(result).__name__}")
     if result.labels is None:
         raise ValueError("class-mean spectra need class labels")
-    K = result.W.shape[0]
-    counts = torch.bincount(result.labels, minlength=K).to(torch.float64)
-    out = []
-    for Hl in result.features():
-        M = torch.zeros(K, Hl.shape[1], dtype=torch.float64).index_add_(0, result.labels, Hl.to(torch.float64))
-        out.append(torch.linalg.svdvals(M / counts[:, None]))
-    return out
+    return [torch.linalg.svdvals(result.class_means(l)) for l in range(result.config["depth"])]
 
 
 def numerical_rank(singular_values: Tensor, rtol: float = 1e-3) -> int:
@@ -1177,7 +1303,8 @@ def mnist1d_latents(n_samples: int, *, seed: int = 0, latents: Sequence[str] = (
 
 def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 32, depth: int = 2,
                          weight_decay: float = 1e-3, lr: float = 3e-3, steps: int = 2000,
-                         log_every: int | None = None, seed=0, progress: bool = True) -> dict:
+                         optimizer: str = "adam", momentum: float = 0.9, log_every: int | None = None,
+                         seed=0, progress: bool = True) -> dict:
     r"""Train an MLP regressor full-batch and record neural regression collapse along the way.
 
     Architecture: ``depth`` hidden ReLU layers (``hidden`` units, the last one ``dim`` units: the
@@ -1196,6 +1323,8 @@ def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
     hidden, dim, depth = _int(hidden, "hidden"), _int(dim, "dim"), _int(depth, "depth")
+    _choice(optimizer, "optimizer", ("adam", "sgd"))
+    momentum = _nonneg(momentum, "momentum")
     lam, lr, steps = _nonneg(weight_decay, "weight_decay"), _positive(lr, "lr"), _int(steps, "steps")
     log_every = max(1, steps // 50) if log_every is None else _int(log_every, "log_every")
     g = _generator(seed)
@@ -1215,7 +1344,10 @@ def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 
         head.weight.copy_((torch.rand(head.weight.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
         head.bias.zero_()
     model = torch.nn.Sequential(body, head)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=lam)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=lam)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=lam)
     var = Y.var(0, unbiased=False).sum()
     rows = []
 
