@@ -447,6 +447,7 @@ def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: 
     for j, (label, v) in enumerate((baselines or {}).items()):
         axes[0].axhline(v, color=f"{0.2 + 0.2 * j:.1f}", lw=1, ls=["--", ":", "-."][j % 3], label=label)
     axes[0].set_ylabel("accuracy on past tasks")
+    axes[0].set_ylim(-0.02, None)
     axes[0].set_title("Past tasks after the last task")
     axes[1].plot(s.fraction, s.gap, "o-", color="C3")
     axes[1].set_ylabel("probe − network accuracy")
@@ -458,6 +459,7 @@ def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: 
     axes[2].set_title("Inflated means of replayed classes")
     for ax in axes:
         ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlim(-0.5 * lin, 1.3 * float(s.fraction.max()) if s.fraction.max() > 0 else lin)
         ax.set_xlabel("replay buffer (fraction of each past class)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

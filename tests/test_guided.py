@@ -1,0 +1,223 @@
+"""Chapter 8, part A: the guided nearest-ETF head, feature normalisation, label passing in fit,
+crossing epochs and the seed-band figure."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nclib import geometry, models
+from nclib.models import FixedETFClassifier, NearestETFGuidedClassifier, UnitFeatures, build, make_head
+from nclib.train import TrainConfig, epoch_below, fit
+
+K, D = 5, 8
+
+
+def _etf(K=K, D=D, seed=3):
+    return geometry.simplex_etf(K, D, seed=seed)
+
+
+# ----------------------------------------------------------------------------- the nearest ETF
+def test_etf_of_an_exact_rotated_etf_is_itself():
+    E = _etf()
+    # scaled and shifted: centring and row normalisation undo both
+    W = NearestETFGuidedClassifier.etf_of(3.7 * E + torch.randn(D, dtype=torch.float64))
+    assert torch.allclose(W, E, atol=1e-10)
+
+
+def test_etf_of_matches_geometry_nearest_etf_of_row_normalised_centred_means():
+    M = torch.randn(K, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W = NearestETFGuidedClassifier.etf_of(M)
+    ref, _ = geometry.nearest_etf(F.normalize(M - M.mean(0), dim=1))
+    assert torch.allclose(W, ref, atol=1e-10)
+    G = W @ W.T
+    assert torch.allclose(torch.diagonal(G), torch.ones(K, dtype=torch.float64), atol=1e-10)
+    off = G[~torch.eye(K, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1 / (K - 1)), atol=1e-10)
+    assert torch.allclose(W.sum(0), torch.zeros(D, dtype=torch.float64), atol=1e-10)
+
+
+def test_etf_of_is_the_closed_form_and_the_exact_minimiser():
+    """W = sqrt(K/(K-1)) (I - 11ᵀ/K) U Vᵀ with Ñ = U S Vᵀ the thin SVD of the re-centred,
+    row-normalised centred means N; it is the unit-row ETF closest to N — closer than the same
+    formula applied to N without re-centring, and than any other (random) ETF."""
+    M = torch.randn(K, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    N = F.normalize(M - M.mean(0), dim=1)
+    P = torch.eye(K, dtype=torch.float64) - 1.0 / K
+
+    def closed(A):
+        U, _, Vh = torch.linalg.svd(A, full_matrices=False)
+        return math.sqrt(K / (K - 1)) * P @ U @ Vh
+
+    W = NearestETFGuidedClassifier.etf_of(M)
+    assert torch.allclose(W, closed(P @ N), atol=1e-8)
+    best = float((N - W).norm())
+    assert best <= float((N - closed(N)).norm()) + 1e-12
+    for s in range(20):
+        assert best <= float((N - geometry.simplex_etf(K, D, seed=s)).norm()) + 1e-12
+
+
+# ----------------------------------------------------------------------------- the head
+def test_head_sets_weight_to_the_etf_of_the_batch_means_when_they_form_one():
+    head = NearestETFGuidedClassifier(D, K, momentum=0.0, scale=2.0)
+    E = _etf().float()
+    y = torch.arange(K).repeat(3)
+    h = 5.0 * E[y]  # features exactly on an ETF (norm 5)
+    out = head(h, y)
+    assert torch.allclose(head.weight, E, atol=1e-5)
+    assert bool(head.seen.all())
+    assert torch.allclose(out, 2.0 * F.normalize(h, dim=1) @ E.T, atol=1e-5)
+
+
+def test_running_means_follow_the_ema_rule_exactly():
+    head = NearestETFGuidedClassifier(D, K, momentum=0.75, normalize=False)
+    g = torch.Generator().manual_seed(0)
+    y1, y2 = torch.tensor([0, 0, 1, 2, 3, 4]), torch.tensor([0, 1, 1, 2])
+    h1, h2 = torch.randn(6, D, generator=g), torch.randn(4, D, generator=g)
+    head(h1, y1)
+    first = torch.stack([h1[y1 == k].mean(0) for k in range(K)])
+    assert torch.allclose(head.means, first, atol=1e-6)
+    head(h2, y2)
+    want = first.clone()
+    for k in (0, 1, 2):  # classes present in batch 2
+        want[k] = 0.75 * first[k] + 0.25 * h2[y2 == k].mean(0)
+    assert torch.allclose(head.means, want, atol=1e-6)  # classes 3, 4 untouched
+
+
+def test_weight_is_the_seeded_random_etf_until_every_class_was_seen_and_frozen_without_labels():
+    head = NearestETFGuidedClassifier(D, K, seed=4)
+    init = geometry.simplex_etf(K, D, seed=4, dtype=torch.float32)
+    assert torch.equal(head.weight, init)
+    h = torch.randn(4, D, generator=torch.Generator().manual_seed(1))
+    head(h, torch.tensor([0, 1, 2, 3]))  # class 4 missing
+    assert torch.equal(head.weight, init)
+    head(h)  # no labels: nothing changes
+    head.eval()
+    head(torch.randn(K, D), torch.arange(K))  # eval mode: labels ignored
+    assert torch.equal(head.weight, init) and not bool(head.seen.all())
+
+
+def test_no_gradient_through_the_classifier_by_default_but_through_the_svd_with_grad():
+    E = _etf().float()
+    y = torch.arange(K).repeat(2)
+    base = E[y] + 0.3 * torch.randn(2 * K, D, generator=torch.Generator().manual_seed(2))
+    grads = {}
+    for grad in (False, True):
+        head = NearestETFGuidedClassifier(D, K, momentum=0.0, grad=grad)
+        h = base.clone().requires_grad_(True)
+        loss = F.cross_entropy(head(h, y), y)
+        loss.backward()
+        grads[grad] = h.grad.clone()
+        W = head.weight.clone()
+        # with W held fixed, the gradient is that of a frozen classifier
+        h2 = base.clone().requires_grad_(True)
+        F.cross_entropy(10.0 * F.normalize(h2, dim=1) @ W.T, y).backward()
+        same = torch.allclose(grads[grad], h2.grad, atol=1e-6)
+        assert same == (not grad)
+    assert torch.isfinite(grads[True]).all()
+
+
+def test_guided_head_validates_its_inputs():
+    with pytest.raises(ValueError, match="feature dimension"):
+        NearestETFGuidedClassifier(3, 6)
+    with pytest.raises(ValueError, match="momentum"):
+        NearestETFGuidedClassifier(D, K, momentum=1.0)
+    with pytest.raises(ValueError, match="scale"):
+        NearestETFGuidedClassifier(D, K, scale=0)
+    with pytest.raises(TypeError, match="grad"):
+        NearestETFGuidedClassifier(D, K, grad=1)
+    head = NearestETFGuidedClassifier(D, K)
+    with pytest.raises(ValueError, match="labels"):
+        head(torch.randn(3, D), torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="0..4"):
+        head(torch.randn(2, D), torch.tensor([0, 5]))
+
+
+def test_make_head_selects_guided_and_keeps_the_others():
+    assert isinstance(make_head("guided", D, K, scale=3.0), NearestETFGuidedClassifier)
+    assert type(make_head("linear", D, K)) is nn.Linear
+    assert isinstance(make_head("etf", D, K), FixedETFClassifier)
+    with pytest.raises(ValueError, match="guided"):
+        make_head("nope", D, K)
+    m = build("mlp", (6,), K, width=D, depth=1, head="guided")
+    assert isinstance(m.classifier, NearestETFGuidedClassifier)
+    assert models.count_parameters(m) == models.count_parameters(build("mlp", (6,), K, width=D, depth=1, head="etf"))
+
+
+def test_normalize_features_puts_features_on_a_sphere_and_default_is_unchanged():
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    plain = build("mlp", (6,), K, width=D, depth=2, seed=1)
+    m = build("mlp", (6,), K, width=D, depth=2, seed=1, normalize_features=10.0).eval()
+    assert type(plain) is models.MLP
+    assert isinstance(m, UnitFeatures) and isinstance(m.classifier, nn.Linear)
+    with torch.no_grad():
+        h = m.features(x)
+        assert torch.allclose(h.norm(dim=1), torch.full((4,), 10.0), atol=1e-5)
+        assert torch.allclose(h, 10 * F.normalize(plain.eval().features(x), dim=1), atol=1e-5)
+        assert torch.equal(m(x), m.classifier(h))
+    assert torch.allclose(build("mlp", (6,), K, width=D, depth=2, normalize_features=True).eval().features(x)
+                          .norm(dim=1), torch.ones(4), atol=1e-5)
+    with pytest.raises(ValueError, match="radius"):
+        build("mlp", (6,), K, normalize_features=-1.0)
+    with pytest.raises(TypeError, match="normalize_features"):
+        build("mlp", (6,), K, normalize_features="yes")
+
+
+# ----------------------------------------------------------------------------- fit passes the labels
+def _cfg(head_kw, **kw):
+    return TrainConfig(data="gaussian", data_kwargs={"num_classes": 4, "dim": 6, "n_per_class": 20,
+                                                     "n_test_per_class": 5, "seed": 0},
+                       model="mlp", model_kwargs={"width": 8, "depth": 1, "batchnorm": False, **head_kw},
+                       epochs=3, batch_size=16, n_logs=3, lr=0.05, **kw)
+
+
+def test_fit_feeds_the_training_labels_to_a_guided_head():
+    run = fit(_cfg({"head": "guided", "normalize_features": True}), cache=False, progress=False)
+    head = run.model.classifier
+    assert bool(head.seen.all())
+    ref, _ = geometry.nearest_etf(F.normalize(head.means - head.means.mean(0), dim=1))
+    assert torch.allclose(head.weight, ref, atol=1e-5)
+    # the weight moved away from the random initial ETF, and no hook was left behind
+    assert not torch.allclose(head.weight, geometry.simplex_etf(4, 8, seed=0, dtype=torch.float32), atol=1e-3)
+    assert len(head._forward_pre_hooks) == 0
+    assert np.isfinite(run.history.nc1).all() and "self_duality" in run.history
+
+
+def test_fit_of_other_heads_is_unchanged_by_the_label_hook():
+    cfg = _cfg({"head": "linear"})
+    assert cfg.key() == TrainConfig(**{**cfg.to_dict()}).key()
+    a = fit(cfg, cache=False, progress=False)
+    b = fit(cfg, cache=False, progress=False)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+
+
+# ----------------------------------------------------------------------------- reading histories
+def test_epoch_below_interpolates_in_log_space():
+    h = pd.DataFrame({"epoch": [0, 10, 20], "nc1": [1.0, 0.1, 0.01]})
+    assert epoch_below(h, math.sqrt(0.1)) == pytest.approx(5.0)
+    assert epoch_below(h, 0.05, interpolate=False) == 20
+    assert epoch_below(h, 2.0) == 0.0
+    assert math.isnan(epoch_below(h, 0.001))
+    with pytest.raises(ValueError, match="threshold"):
+        epoch_below(h, 0)
+    with pytest.raises(ValueError, match="column"):
+        epoch_below(h, 0.5, key="nc2")
+
+
+def test_seed_bands_draws_one_line_and_band_per_label():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nclib import plots
+
+    hs = [pd.DataFrame({"epoch": [0, 1, 2], "nc1": [1.0, 0.5 * s, 0.1 * s]}) for s in (1, 2)]
+    fig = plots.seed_bands({"a": hs, "b": hs[:1]}, thresholds=(0.5,))
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 3  # two means + one threshold
+    assert ax.get_yscale() == "log"
+    with pytest.raises(TypeError):
+        plots.seed_bands({"a": []})
