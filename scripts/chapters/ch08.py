@@ -5,14 +5,177 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "08_collapse_as_a_tool.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_NEAREST_ETF = question(
+    "ex8.1-nearest-etf", 2,
+    r"""### Exercise 8.1 — the nearest simplex ETF by orthogonal Procrustes
+
+Write `procrustes_etf(means)` that returns `(E, dist)` for class means `means` (K×D, float64,
+$D\ge K-1$), with the conventions of `nclib.geometry.nearest_etf`:
+
+1. centre the rows and scale the whole matrix to unit **Frobenius** norm:
+   $\hat M=\tilde M/\lVert\tilde M\rVert_F$ with $\tilde M=M-\frac1K\mathbf 1\mathbf 1^\top M$
+   (the guided head feeds in row-normalised means; this function itself only fixes the overall scale);
+2. solve the Procrustes problem of §8.1 with one thin SVD, either in the basis $B$
+   ($B^\top\hat M=USV^\top$, $E=\sqrt{K/(K-1)}\,BUV^\top$) or directly
+   ($\hat M=U'S'V'^\top$, $E=\sqrt{K/(K-1)}\,(I-\frac1K\mathbf 1\mathbf 1^\top)U'V'^\top$);
+3. return $E$ (K×D, unit rows) and $\mathrm{dist}=\lVert\hat M-E/\sqrt K\rVert_F$ (a float; $E/\sqrt K$ is
+   the unit-Frobenius-norm ETF that $\hat M$ is compared with, so $0\le\mathrm{dist}\le2$).
+
+The visible tests check, on random means, that `dist` equals `nclib.geometry.nearest_etf`'s distance,
+that $E$ is a simplex ETF (unit rows, pairwise cosines $-1/(K-1)$) and that it is the same matrix as
+nclib's. The hidden tests check that an exactly rotated, scaled and shifted ETF maps onto its own
+centred, row-normalised self with distance ≈ 0, other shapes (including $D=K-1$), and that
+rescaling the means changes nothing.""",
+    """def procrustes_etf(means):
+    # BEGIN SOLUTION
+    K = means.shape[0]
+    M = means - means.mean(0)
+    M = M / M.norm()
+    P = torch.eye(K, dtype=M.dtype) - 1.0 / K
+    U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    E = math.sqrt(K / (K - 1)) * P @ U @ Vh
+    return E, float((M - E / math.sqrt(K)).norm())
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(80)
+_M = torch.randn(5, 8, generator=_g, dtype=torch.float64)
+_E, _dist = procrustes_etf(_M)
+_E_ref, _dist_ref = geometry.nearest_etf(_M)
+assert _E.shape == (5, 8)
+assert abs(float(_dist) - _dist_ref) < 1e-10
+_G = _E @ _E.T
+assert torch.allclose(torch.diagonal(_G), torch.ones(5, dtype=torch.float64), atol=1e-10)
+assert torch.allclose(_G[~torch.eye(5, dtype=torch.bool)], torch.full((20,), -0.25, dtype=torch.float64), atol=1e-10)""",
+             """_M = torch.randn(4, 6, generator=torch.Generator().manual_seed(90), dtype=torch.float64) + 2.0
+assert torch.allclose(procrustes_etf(_M)[0], geometry.nearest_etf(_M)[0], atol=1e-10)"""],
+    hidden=["""_E0 = geometry.simplex_etf(6, 12, seed=81)
+_Q = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(82), dtype=torch.float64))[0]
+_X = 3.7 * _E0 @ _Q + torch.linspace(-1, 2, 12, dtype=torch.float64)
+_E, _dist = procrustes_etf(_X)
+_Xc = _X - _X.mean(0)
+assert float(_dist) < 1e-10
+assert torch.allclose(_E, _Xc / _Xc.norm(dim=1, keepdim=True), atol=1e-10)""",
+            """_g = torch.Generator().manual_seed(83)
+for _K, _D in ((3, 2), (4, 3), (7, 20), (10, 10)):
+    _M = torch.randn(_K, _D, generator=_g, dtype=torch.float64) + 5.0
+    _E, _dist = procrustes_etf(_M)
+    _E_ref, _dist_ref = geometry.nearest_etf(_M)
+    assert _E.shape == (_K, _D)
+    assert torch.allclose(_E, _E_ref, atol=1e-9) and abs(float(_dist) - _dist_ref) < 1e-10
+    assert abs(float(procrustes_etf(0.01 * _M)[1]) - _dist_ref) < 1e-10"""],
+)
+
+EX_REPLAY = question(
+    "ex8.2-replay-buffer", 2,
+    r"""### Exercise 8.2 — which samples the replay buffer keeps
+
+Write `replay_keep(indices, labels, fraction, seed)` that returns what
+`continual.ReplayBuffer(fraction=fraction, seed=seed).add(indices, labels)` stores: a dict with one
+entry per class $k$ present in `labels` (key: the Python `int` $k$), whose value is the 1-D long tensor
+of kept indices of that class, sorted ascending. For class $k$:
+
+* `idx_k = indices[labels == k]` (in the given order) has $N_k$ entries;
+* the buffer keeps $n_k=0$ when $f=0$ and otherwise $n_k=\min\big(N_k,\max(1,\lfloor fN_k+\tfrac12\rfloor)\big)$ —
+  halves are rounded **up** (Python's `round` rounds them to even, which is not the rule);
+* which ones: `idx_k[torch.randperm(N_k, generator=g)[:n_k]]`, sorted, with the per-class generator
+  `g = torch.Generator().manual_seed((seed * 1_000_003 + k) % (2**63 - 1))` — seeded by the pair
+  (seed, k), so a class's choice does not depend on which other classes are in the task.
+
+The visible test checks the per-class counts against the buffer's `counts` and that every kept index
+belongs to its class. The hidden tests check the kept indices exactly, including ties
+($fN_k$ ending in .5), a tiny fraction (still one sample per class), $f=1$ and $f=0$.""",
+    """def replay_keep(indices, labels, fraction, seed):
+    # BEGIN SOLUTION
+    kept = {}
+    for k in labels.unique().tolist():
+        idx = indices[labels == k]
+        n = 0 if fraction == 0 else min(len(idx), max(1, math.floor(fraction * len(idx) + 0.5)))
+        g = torch.Generator().manual_seed((seed * 1_000_003 + k) % (2 ** 63 - 1))
+        kept[k] = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
+    return kept
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(84)
+_lab = torch.randint(0, 4, (300,), generator=_g)
+_idx = torch.randperm(1000, generator=_g)[:300]
+for _f in (0.02, 0.1, 0.5):
+    _kept = replay_keep(_idx, _lab, _f, 3)
+    _ref = continual.ReplayBuffer(fraction=_f, seed=3).add(_idx, _lab)
+    assert sorted(_kept) == _ref.classes == [0, 1, 2, 3]
+    assert [len(_kept[_k]) for _k in range(4)] == _ref.counts(4).tolist()
+    for _k in range(4):
+        assert set(_kept[_k].tolist()) <= set(_idx[_lab == _k].tolist())"""],
+    hidden=["""_g = torch.Generator().manual_seed(85)
+_lab = torch.arange(5).repeat_interleave(torch.tensor([10, 37, 3, 120, 64]))
+_perm = torch.randperm(len(_lab), generator=_g)
+_lab, _idx = _lab[_perm], torch.randperm(5000, generator=_g)[:len(_lab)]
+for _f, _seed in ((0.25, 0), (0.05, 7), (0.3, 11), (1.0, 1), (0.001, 2)):
+    _kept = replay_keep(_idx, _lab, _f, _seed)
+    _ref = continual.ReplayBuffer(fraction=_f, seed=_seed).add(_idx, _lab)
+    assert sorted(_kept) == list(range(5))
+    for _k in range(5):
+        assert torch.equal(_kept[_k], _ref.indices(_k)), (_f, _seed, _k)""",
+            """_lab = torch.tensor([2, 2, 5, 5, 5, 5, 2, 5, 2, 2])
+_kept = replay_keep(torch.arange(100, 110), _lab, 0.0, 0)
+assert sorted(_kept) == [2, 5] and all(len(_v) == 0 for _v in _kept.values())
+_kept = replay_keep(torch.arange(100, 110), _lab, 0.5, 4)
+assert [len(_kept[2]), len(_kept[5])] == [3, 3]"""],
+)
+
+EX_ERANK = question(
+    "ex8.3-effective-rank", 2,
+    r"""### Exercise 8.3 — effective rank
+
+Write `my_effective_rank(Z, center=False)` for a matrix `Z` (n×d, float64), the measure used in the
+table above (`nclib.evaluation.effective_rank`, Roy and Vetterli): with $\sigma_1,\dots,\sigma_m$ the
+singular values of $Z$ (of $Z$ with its mean row subtracted when `center=True`) and
+$p_i=\sigma_i/\sum_j\sigma_j$,
+$$\operatorname{erank}(Z)=\exp\Big(-\sum_i p_i\log p_i\Big),$$
+with $0\log0=0$ (drop zero weights). Return a Python float. It lies between 1 and $\min(n,d)$: a
+distribution of the "mass" of $Z$ over directions, turned into a count.
+
+The visible test compares your value with nclib's on anisotropic Gaussian data, centred and not.
+The hidden tests check the analytic cases — exactly $r$ for $r$ equal non-zero singular values,
+exactly 1 for a rank-one matrix — that scaling $Z$ changes nothing, and that with `center=True` a large
+common offset is removed.""",
+    """def my_effective_rank(Z, center=False):
+    # BEGIN SOLUTION
+    if center:
+        Z = Z - Z.mean(0, keepdim=True)
+    s = torch.linalg.svdvals(Z)
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(86)
+_Z = torch.randn(300, 12, generator=_g, dtype=torch.float64) * torch.logspace(0, -2, 12, dtype=torch.float64) + 0.5
+for _c in (False, True):
+    _ref = evaluation.effective_rank(_Z, center=_c)
+    assert abs(my_effective_rank(_Z, center=_c) - _ref) < 1e-9 * _ref"""],
+    hidden=["""_U = geometry.random_orthonormal(4, 50, seed=87).T
+_V = geometry.random_orthonormal(4, 9, seed=88)
+assert abs(my_effective_rank(2.5 * _U @ _V) - 4) < 1e-8
+assert abs(my_effective_rank(_U @ torch.diag(torch.tensor([3.0, 3.0, 0.0, 0.0], dtype=torch.float64)) @ _V) - 2) < 1e-8
+assert abs(my_effective_rank(torch.outer(torch.arange(1.0, 21.0, dtype=torch.float64), _V[0])) - 1) < 1e-8""",
+            """_g = torch.Generator().manual_seed(89)
+_A = torch.randn(60, 3, generator=_g, dtype=torch.float64) @ torch.randn(3, 15, generator=_g, dtype=torch.float64)
+_Z = _A + 100.0 * torch.randn(15, generator=_g, dtype=torch.float64)
+_ref = evaluation.effective_rank(_Z, center=True)
+assert abs(my_effective_rank(_Z, center=True) - _ref) < 1e-8 * _ref
+assert 1 < my_effective_rank(_Z, center=True) <= 3 + 1e-8
+assert abs(my_effective_rank(0.001 * _Z, center=True) - _ref) < 1e-8 * _ref
+assert abs(my_effective_rank(_Z) - evaluation.effective_rank(_Z)) < 1e-8"""],
+)
+
 cells = [
+assignment_config("ch08"),
 md(f"""# Chapter 8 — Collapse as a tool: guided training and collapse across tasks
 
 {badge}
@@ -42,7 +205,7 @@ import torch
 from tqdm.auto import tqdm
 
 import nclib
-from nclib import continual, geometry, models, plots
+from nclib import continual, evaluation, geometry, models, plots
 from nclib.claims import claim
 from nclib.profiles import pick
 from nclib.train import TrainConfig, epoch_below, features_of, fit, resolve_profile
@@ -88,6 +251,7 @@ for noise in (0.01, 0.03, 0.1, math.inf):  # per coordinate; a row of E has norm
     E_M, dist = geometry.nearest_etf(M)
     print(f"noise {noise}: distance to the nearest ETF {dist:.3f}, cosine(nearest, E) = "
           f"{geometry.classifier_cosine(E_M, E):.3f}")"""),
+*EX_NEAREST_ETF,
 md(r"""### 8.2 Guiding the classifier
 
 A network's last layer usually *learns* $W$; neural collapse says it ends up self-dual, $W\propto\tilde M$,
@@ -261,6 +425,7 @@ over all 10 outputs (shallow) and a 10-way logistic-regression probe on standard
 features fitted on the training data of all classes (deep). Their difference is the **gap**: the
 part of the forgetting that is shallow. Each is also read in the **task-incremental** view, where
 the task of an input is given and the prediction is restricted to that task's classes."""),
+*EX_REPLAY,
 md(r"""**Recipe (quick profile).** The same 2,000/1,000 MNIST-1D split; an MLP 40→128→128→128 with
 BatchNorm; Adam, learning rate $10^{-3}$, 15 epochs per task; task order seeded by `SEED`; buffer
 fractions 0, 1, 2, 5, 10, 25 and 100 % of each past class (2 to about 200 samples per class). The
@@ -317,6 +482,7 @@ code("""ranks = (pd.concat(geo, names=["fraction"]).groupby("fraction")
 ranks["erank buffer / rest"] = ranks.erank_buffer / ranks.erank_rest
 ranks["spread buffer / rest"] = ranks.spread_buffer / ranks.spread_rest
 ranks.style.format(precision=3, na_rep="—")"""),
+*EX_ERANK,
 md(r"""### 8.6 What holds and what does not
 
 *Holds.* Without replay the network's accuracy on past tasks is zero: every old input is assigned
