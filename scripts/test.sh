@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite:
-#   1. nclib unit tests and every chapter notebook under nbval (2 workers; conftest.py keeps
+#   1. nclib unit tests and every chapter notebook under nbval (2 workers; conftest.py orders notebooks first; loadfile keeps
 #      each notebook on one worker);
 #   2. the book built and checked in headless Chromium (tests marked `book`), after phase 1 so
 #      that its training runs come from the shared results cache.
@@ -8,7 +8,7 @@
 # (e.g. `bash scripts/test.sh tests/test_metrics.py -k nc1`).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 JOBS="${NC_TEST_JOBS:-2}"
-PYTEST=(python -m pytest -n "$JOBS" --dist loadgroup --nbval-lax --nbval-current-env)
+PYTEST=(python -m pytest -n "$JOBS" --dist loadfile --nbval-lax --nbval-current-env)
 if [ "$#" -gt 0 ]; then
     exec "${PYTEST[@]}" "$@"
 fi

@@ -1,7 +1,7 @@
 """Course assignments: generating student versions and grading them (otter-grader, offline).
 
 Executes chapter 1 twice (untouched student version, solution); its training runs come from the
-shared results cache when nbval has already run the chapter (same xdist group, see conftest.py).
+shared results cache when nbval has already run the chapter (notebooks run first, see conftest.py).
 """
 import importlib.util
 import os
