@@ -60,7 +60,8 @@ class TrainConfig:
     ``mcr2_components`` directions per class fitted on the (possibly noisy) training labels, as
     the MCR² authors evaluate. ``val_size`` > 0 holds out that many training samples (seeded by
     ``seed``, *before* any label noise, so their labels are clean) as a validation split whose
-    error is logged as ``val_error`` (for early stopping). ``log_rates=True`` (always on for
+    error is logged as ``val_error`` (for early stopping); for ``"ce"``/``"mse"`` the per-epoch
+    ``curve`` then also records ``val_error`` and ``test_error`` at every epoch. ``log_rates=True`` (always on for
     ``"mcr2"``) also logs, on the L2-normalised training features, the coding rates ``rate`` R
     and ``rate_c`` R_c of MCR², the class-conditional rate ``rate_within`` (R_c of the features
     minus their class means), ``class_rank`` (mean per-class participation ratio around the
@@ -587,6 +588,10 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
             tot, cnt, wrong = float(red[0]), int(red[1]), int(red[2])
         curve.append({"epoch": epoch, "lr": lr, "train_loss": tot / max(cnt, 1),
                       "train_error_running": math.nan if mcr2 else wrong / max(cnt, 1)})
+        if Xva is not None and not mcr2:
+            # with a validation split, every epoch's validation and test errors (cheap forward
+            # passes): early stopping can then pick any epoch, not only a logged one
+            curve[-1].update(val_error=_error_of(model, Xva, yva), test_error=_error_of(model, Xte, yte))
         sch.step()
         if epoch in logged:
             log(epoch, tot / max(cnt, 1), lr)
