@@ -67,7 +67,7 @@ def _require_tensor(x, name: str) -> Tensor:
     return x
 
 
-def _check_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, Tensor]:
+def _check_batch(features, labels, num_classes: int, dim: int, *, finite: bool = True) -> tuple[Tensor, Tensor]:
     features = _require_tensor(features, "features")
     labels = _require_tensor(labels, "labels")
     if features.ndim != 2:
@@ -88,7 +88,7 @@ def _check_batch(features, labels, num_classes: int, dim: int) -> tuple[Tensor, 
             f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], "
             f"expected 0..{num_classes - 1}"
         )
-    if not torch.isfinite(features).all():
+    if finite and not torch.isfinite(features).all():
         raise ValueError("features contain NaN or inf")
     return features, labels
 
@@ -642,56 +642,151 @@ def _orthonormal_span(Mc: Tensor, rtol: float = 1e-12) -> Tensor:
     return Vh[:r].T
 
 
+# On the CPU both passes work on row chunks of about this many float64 values (1 MiB) in reused
+# buffers, so that a chunk's conversion, deviations and products stay in the L2 cache and no
+# fresh pages are faulted in per batch; other devices take each batch whole.
+_CPU_CHUNK_ELEMS = 1 << 17
+
+
+def _chunk_rows(dim: int, device: torch.device) -> int | None:
+    if device.type != "cpu":
+        return None
+    return max(64, min(1024, _CPU_CHUNK_ELEMS // max(dim, 1)))
+
+
+def _row_chunks(x: Tensor, y: Tensor, rows: int | None):
+    if rows is None or x.shape[0] <= rows:
+        yield x, y
+        return
+    for s in range(0, x.shape[0], rows):
+        yield x[s:s + rows], y[s:s + rows]
+
+
+def _allreduce_sum(*tensors: Tensor) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t)
+
+
 def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W, b, *,
               global_mean: str, unbiased: bool, route: str, device) -> NCMetrics:
-    """Pass 1: means and per-class variances. Pass 2: NC4 and the within-class scatter —
-    projected on the span of the centred means when D > K (the K×K route, exact because
-    Σ_B⁺ lives in that span), full D×D otherwise."""
+    r"""Two streaming passes over ``batches()``, all arithmetic in float64.
+
+    Pass 1: class counts and sums, hence the class means (the sums are taken about a common
+    shift, the mean of the first rows, so a large common offset costs no precision). Pass 2, with
+    the final means: the per-class sums of squared deviations :math:`\lVert h-\mu_y\rVert^2` (the
+    two-pass variance: deviations from the exact means, no cancellation), the within-class
+    scatter — projected on the span of the centred means when D > K (the K×K route, exact because
+    Σ_B⁺ lives in that span), full D×D otherwise — and NC4. On the projected route the nearest
+    class centre is also found in the span: :math:`\lVert h-\mu_k\rVert^2` and
+    :math:`\lVert Q^\top(h-\mu_k)\rVert^2` differ by a term that does not depend on k (every
+    :math:`\mu_k-\mu_j` lies in the span), so the argmin is the same. The network's logits are
+    computed from the features themselves, as in :func:`ncc_mismatch`.
+
+    On the CPU each batch is processed in cache-sized row chunks (see ``_CPU_CHUNK_ELEMS``).
+    Finiteness is checked on the accumulated float64 sums (a NaN or inf feature makes them
+    non-finite) instead of on every feature.
+    """
+    f64 = torch.float64
     stats = None
     for x, y in batches():
         if stats is None:
             if x.ndim != 2:
                 raise ValueError(f"features must be 2-D (N×D), got shape {tuple(x.shape)}")
             stats = FeatureStats(K, x.shape[1], scatter=False, device=device)
-        stats.update(x, y)
+            dev, D = stats.device, stats.dim
+            rows = _chunk_rows(D, dev)
+            buf = torch.empty(rows, D, dtype=f64, device=dev) if rows else None
+            counts = torch.zeros(K, dtype=f64, device=dev)
+            sums = torch.zeros(K, D, dtype=f64, device=dev)
+            shift = None
+        x, y = _check_batch(x, y, K, D, finite=False)
+        x = x.detach().to(device=dev)
+        y = y.detach().to(device=dev, dtype=torch.long)
+        if x.shape[0] == 0:
+            continue
+        if shift is None:
+            shift = x[:rows].to(f64).mean(0)
+        counts += torch.bincount(y, minlength=K)
+        for xc, yc in _row_chunks(x, y, rows):
+            z = buf[:xc.shape[0]].copy_(xc) if buf is not None else xc.to(f64, copy=True)
+            sums.index_add_(0, yc, z.sub_(shift))
     if stats is None:
         raise ValueError("no data: the loader produced no batches")
-    stats.sync()
-    D = stats.dim
+    if not bool(torch.isfinite(sums).all()):
+        raise ValueError("features contain NaN or inf (or values whose float64 sums overflow)")
+    if shift is not None:
+        nonempty = (counts > 0)[:, None]
+        stats.means = torch.where(nonempty, shift + sums / counts.clamp_min(1.0)[:, None], torch.zeros_like(sums))
+    stats.counts = counts
+    stats.sync()  # counts and means over all ranks (sq_dev comes from pass 2)
+    means, counts = stats.means, stats.counts
     if W is not None:
         W, b = _check_classifier(W, K, D, b)
-        W = W.detach().to(device=stats.device, dtype=torch.float64)
-        b = None if b is None else b.detach().to(device=stats.device, dtype=torch.float64)
+        W = W.detach().to(device=dev, dtype=f64)
+        b = None if b is None else b.detach().to(device=dev, dtype=f64)
+        Wt = W.T.contiguous()
     if route == "auto":
         route = "kk" if D > K else "dd"
-    # the first-pass metrics validate the statistics (e.g. identical means) before the second pass
+    # the means-only metrics now: they validate the statistics (empty classes, identical means)
+    # before the second pass; the two that need sq_dev are recomputed after it
     out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased)
     ref = stats.global_mean(global_mean)
-    Q = _orthonormal_span(stats.means - stats.means.mean(0)) if route == "kk" else None
-    inner = FeatureStats(K, Q.shape[1] if Q is not None else D, scatter=True, device=stats.device)
-    mism = torch.zeros((), dtype=torch.float64, device=stats.device)
-    correct = torch.zeros((), dtype=torch.float64, device=stats.device)
+    kk = route == "kk"
+    if kk:
+        Q = _orthonormal_span(means - means.mean(0))
+        r = Q.shape[1]
+        Mq = (means - ref) @ Q                    # the centred means in the span (K×r)
+        MqT, mq2 = Mq.T.contiguous(), (Mq * Mq).sum(1)
+    else:
+        r = D
+    scatter = torch.zeros(r, r, dtype=f64, device=dev)
+    sq_dev = torch.zeros(K, dtype=f64, device=dev)
+    mism = torch.zeros((), dtype=f64, device=dev)
+    correct = torch.zeros((), dtype=f64, device=dev)
+    dbuf = torch.empty(rows, D, dtype=f64, device=dev) if rows else None
     for x, y in batches():
-        x = x.detach().to(device=stats.device, dtype=torch.float64)
-        y = y.to(device=stats.device, dtype=torch.long)
-        inner.update((x - ref) @ Q if Q is not None else x, y)
-        if W is not None:
-            pred = _net_predict(x, W, b)
-            mism += (pred != _ncc_predict(x, stats.means)).sum()
-            correct += (pred == y).sum()
-    inner.sync()
-    if W is not None:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(mism)
-            dist.all_reduce(correct)
-    if Q is not None and Q.shape[1] == 0:
+        x, y = _check_batch(x, y, K, D, finite=False)
+        x = x.detach().to(device=dev)
+        y = y.detach().to(device=dev, dtype=torch.long)
+        for xc, yc in _row_chunks(x, y, rows):
+            n = xc.shape[0]
+            # same-dtype float64 operands: mixed-dtype elementwise ops are several times slower
+            h = xc if xc.dtype == f64 else (buf[:n].copy_(xc) if buf is not None else xc.to(f64))
+            d = torch.index_select(means, 0, yc, out=dbuf[:n]) if dbuf is not None else means.index_select(0, yc)
+            d.sub_(h)                                  # μ_y − h (the sign cancels below)
+            sq_dev.index_add_(0, yc, torch.linalg.vector_norm(d, dim=1).square_())
+            if kk:
+                p = d @ Q                              # Qᵀ(μ_y − h)
+                scatter.addmm_(p.T, p)
+            else:
+                scatter.addmm_(d.T, d)
+            if W is not None:
+                pred = (torch.addmm(b, h, Wt) if b is not None else h @ Wt).argmax(1)
+                if kk:
+                    u = Mq.index_select(0, yc).sub_(p)  # Qᵀ(h − μ_G)
+                    ncc = torch.addmm(mq2, u, MqT, alpha=-2.0).argmin(1)  # ‖Mq_k‖² − 2 u·Mq_k
+                else:
+                    ncc = _ncc_predict(h, means)
+                mism += (pred != ncc).sum()
+                correct += (pred == yc).sum()
+    _allreduce_sum(sq_dev, scatter, mism, correct)
+    if not (bool(torch.isfinite(sq_dev).all()) and bool(torch.isfinite(scatter).all())):
+        raise ValueError("features contain NaN or inf")
+    stats.sq_dev = sq_dev
+    out["trace_ratio"] = trace_ratio(stats, global_mean=global_mean)
+    out["cdnv"] = cdnv(stats)
+    if r == 0:
         out["nc1"] = math.inf
     else:
-        # inner stats live in the mean span (or are the full stats); the same global-mean
+        # the inner statistics live in the mean span (or are the full ones); the same global-mean
         # convention applies there because the projection is affine with the same weights.
+        inner = FeatureStats(K, r, scatter=True, device=dev)
+        inner.counts, inner.means, inner.scatter = counts, (Mq if kk else means), scatter
         out["nc1"] = nc1(inner, global_mean=global_mean, route="dd")
-    N = stats.counts.sum()
+    N = counts.sum()
     if W is not None:
         out["ncc_mismatch"] = float(mism / N)
         out["accuracy"] = float(correct / N)
@@ -726,6 +821,10 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
         raise ValueError(f"features must be N×D with N labels: got {tuple(features.shape)} and {tuple(labels.shape)}")
     return _two_pass(lambda: _batches_from_tensors(features, labels, batch_size), num_classes, W, b,
                      global_mean=global_mean, unbiased=unbiased, route=route, device=features.device)
+
+
+# measure() keeps the first pass's features for the second pass up to this many bytes
+_MEASURE_CACHE_BYTES = 256 * 2**20
 
 
 def _find_module(model: torch.nn.Module, layer) -> torch.nn.Module:
@@ -773,6 +872,10 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
     the model's ``classifier``/``fc`` Linear; pass ``classifier=False`` to skip NC3/NC4.
     Under ``torch.distributed`` each rank streams its shard and the statistics are all-reduced.
     The model is put in eval mode for the measurement and restored afterwards.
+
+    The model runs over the data once when the features fit in ``_MEASURE_CACHE_BYTES`` (256 MiB):
+    the second pass replays the first pass's features (the same numbers, one forward pass saved);
+    larger feature sets are streamed through the model twice.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -798,7 +901,13 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
     was_training = model.training
     model.eval()
 
+    replay = {"batches": [], "bytes": 0, "complete": False}  # the first pass's features, for the second
+
     def batches():
+        if replay["complete"]:
+            yield from replay["batches"]
+            return
+        first = replay["batches"] is not None and not replay["batches"]
         for xb, yb in loader:
             xb = xb.to(device)
             if handle is None:
@@ -807,7 +916,15 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
                 captured.clear()
                 model(xb)
                 feats = captured[-1]
-            yield feats.flatten(1), yb
+            feats = feats.flatten(1)
+            if first and replay["batches"] is not None:
+                replay["bytes"] += feats.numel() * feats.element_size()
+                if replay["bytes"] > _MEASURE_CACHE_BYTES:
+                    replay["batches"] = None  # too large: stream the model again in pass 2
+                else:
+                    replay["batches"].append((feats, yb))
+            yield feats, yb
+        replay["complete"] = first and replay["batches"] is not None
 
     try:
         return _two_pass(batches, num_classes, W, b, global_mean=global_mean, unbiased=unbiased,
