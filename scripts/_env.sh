@@ -22,5 +22,4 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 # One results cache for the book build and the tests: a run trained by one is reused by the other.
 export NCLIB_CACHE="${NCLIB_CACHE:-$ROOT/.cache/nclib}"
-export MPLBACKEND="${MPLBACKEND:-Agg}"
 export PYDEVD_DISABLE_FILE_VALIDATION=1

@@ -15,6 +15,8 @@ while [ "$#" -gt 0 ]; do
 done
 case "$PROFILE" in quick|full) ;; *) echo "unknown profile '$PROFILE' (quick or full)" >&2; exit 2 ;; esac
 export NCLIB_PROFILE="$PROFILE"
+# figures must reach the notebook outputs: the inline backend, whatever the caller's MPLBACKEND
+export MPLBACKEND="module://matplotlib_inline.backend_inline"
 mkdir -p .cache
 CONFIG=".cache/_config.$PROFILE.yml"
 python - "$PROFILE" "$CONFIG" <<'PY'
