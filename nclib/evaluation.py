@@ -12,7 +12,7 @@ Features are **rows** (N×D), labels integers 0..K−1, as everywhere in nclib.
 * :func:`label_information` — plug-in mutual information between two discrete labelings.
 * :func:`nearest_mean_predict`, :func:`corrupted_label_fit`, :func:`early_stopped_row` — helpers
   of the label-noise experiments (which class mean a feature sits at; whether mislabelled
-  samples collapsed onto their wrong class; the best logged epoch on a validation split).
+  samples collapsed onto their wrong class; the best epoch on a validation split).
 
 All functions are deterministic (no randomness) and compute in float64.
 """
@@ -249,7 +249,8 @@ class NearestSubspace:
             raise RuntimeError("NearestSubspace is not fitted: call fit(Z, labels) first")
         Z = _check_features(Z, "Z").cpu()
         if Z.shape[1] != self.means.shape[1]:
-            raise ValueError(f"features have dimension {Z.shape[1]}, the classifier was fitted on {self.means.shape[1]}")
+            raise ValueError(f"features have dimension {Z.shape[1]}, "
+                             f"the classifier was fitted on {self.means.shape[1]}")
         out = torch.empty(Z.shape[0], len(self.bases), dtype=torch.float64)
         for k, U in enumerate(self.bases):
             X = Z - self.means[k]
@@ -332,7 +333,8 @@ def linear_probe(Z: Tensor, labels: Tensor, num_classes: int | None = None, *, w
 
 
 # ----------------------------------------------------------------------------- small helpers
-def nearest_mean_predict(Z: Tensor, labels: Tensor, num_classes: int | None = None, query: Tensor | None = None) -> Tensor:
+def nearest_mean_predict(Z: Tensor, labels: Tensor, num_classes: int | None = None,
+                         query: Tensor | None = None) -> Tensor:
     r"""Nearest-class-mean decision: class means :math:`\mu_k` of the rows of ``Z`` grouped by
     ``labels``, then :math:`\arg\min_k \lVert q - \mu_k\rVert` for every row q of ``query``
     (default: Z itself). Classes without samples are never predicted. Used to ask *which label
@@ -351,9 +353,10 @@ def nearest_mean_predict(Z: Tensor, labels: Tensor, num_classes: int | None = No
 
 
 def early_stopped_row(history, by: str = "val_error"):
-    """The row of a training history (a pandas DataFrame, one row per logged epoch) with the
-    smallest ``by`` — early stopping on a validation split, restricted to the logged epochs; the
-    earliest such epoch on ties. Rows where ``by`` is NaN are ignored."""
+    """The row of a training record with the smallest ``by`` — early stopping on a validation
+    split; the earliest such epoch on ties; rows where ``by`` is NaN are ignored. Pass a
+    ``Run.curve`` (one row per epoch; it has ``val_error``/``test_error`` when the run held out a
+    validation split) to choose among all epochs, or a ``Run.history`` for the logged ones."""
     import pandas as pd
 
     if not isinstance(history, pd.DataFrame):

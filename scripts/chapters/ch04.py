@@ -143,7 +143,7 @@ for name, Z in shapes.items():
     rows.append({"features": name, "R": float(rr.r), "R_c": float(rr.r_c), "ΔR = R − R_c": float(rr.delta_r),
                  "per-class rank": float(class_ranks(Z, y, K).mean())})
 pd.DataFrame(rows).style.format(precision=2).hide(axis="index")"""),
-md(r"""Collapse wins on compactness ($R_c$ smallest) and loses on the whole ($R$ tiny), so its rate
+md(r"""Collapse wins on compactness ($R_c$ smallest) and loses on the whole ($R$ far smaller), so its rate
 reduction is far below that of orthogonal subspaces, whose classes keep a dozen directions of
 within-class diversity each. Features without class structure have a large $R$ but an equally large
 $R_c$. MCR² therefore asks for features that are *discriminative between* classes and *diverse
@@ -306,7 +306,7 @@ ib = pd.DataFrame(ib).set_index("seed")
 ib.style.format(precision=3).set_caption("CE on clean labels: the class clouds before and after the labels are fitted")"""),
 md(r"""With clean labels, cross-entropy does what the bottleneck asks. Its label information climbs to
 $\log 10$ (dotted line) and stays there; meanwhile each class, which at initialisation spreads over
-some fifteen directions of the (normalised) feature space, contracts to about three: the features
+some twelve to twenty directions of the (normalised) feature space, contracts to about three: the features
 become, to a good approximation, a function of the label. The within-class rate moves much less,
 because at the resolution $\varepsilon^2=0.5$ the remaining spread inside those few directions still
 costs many nats: our 30 epochs stop well short of full collapse.
@@ -318,8 +318,8 @@ NC1, keeps falling after the labels are fitted — the terminal-phase collapse o
 agrees with Saxe et al. {cite}`saxe2018`, who found that whether and when compression shows up
 depends on the network and the estimator rather than being a universal second phase.
 
-MCR² does something different: its total rate first expands (the features spread over the sphere),
-then each class is compressed — but only down to a subspace. It ends with several times CE's
+MCR² does something different: its within-class rate and per-class rank first grow (the features
+spread out over the sphere), then each class is compressed — but only down to a subspace. It ends with several times CE's
 per-class rank and a far larger within-class rate, while fitting the labels almost as well (its
 nearest-mean label information is a little lower: its classes are subspaces, not points).
 
@@ -363,19 +363,20 @@ md(r"""Four observations.
   more of CE's corrupted samples sit nearest to their noisy class mean than MCR²'s. Still, at the
   end of our schedule most of them do not: the classifier has memorised the noisy labels before the
   features have collapsed onto them, and the NC1 of the noisy classes stays around 1–2. Collapse in
-  the terminal phase is slow (chapter 1 needed a stronger weight decay and hundreds of epochs), and
-  with noisy labels slower still; longer training moves more corrupted samples onto their noisy
-  class. In the quick profile the complete picture — every corrupted sample at its wrong class
-  mean — is *not* reproduced.
-* **MCR² keeps within-class diversity.** Its per-class rank is several times CE's on clean labels,
-  and its within-class variance is of the order of the between-class variance, where CE's is a
-  fraction of it. Under noise both ranks grow (a noisy class mixes true classes), MCR²'s faster.
-* **A blind spot of NC1.** Papyan's $\mathrm{NC1}=\frac1K\operatorname{Tr}(\Sigma_W\Sigma_B^+)$ only sees
-  within-class variance *inside the span of the class means* ($\Sigma_B^+$ vanishes outside it). MCR²
-  puts its within-class diversity in the directions orthogonal to the means — its subspaces — so its
-  NC1 on clean labels is as small as CE's while its trace ratio is more than ten times larger. When
-  comparing representations that are not trained with a linear classifier, look at the trace ratio
-  or the CDNV too."""),
+  the terminal phase is slow (chapter 1 trains for 200 epochs with a fifty times stronger weight
+  decay), and with noisy labels slower still: in our calibration runs with twice the epochs the
+  fraction rose, but stayed near one half at $\rho=0.5$. In the quick profile the complete picture —
+  every corrupted sample at its wrong class mean — is *not* reproduced.
+* **MCR² keeps within-class diversity.** On clean labels its per-class rank is several times CE's,
+  and its total within-class variance is more than ten times its between-class variance, where CE's
+  is below it. Under noise both ranks grow (a noisy class mixes true classes), MCR²'s faster.
+* **NC1 understates the difference.** Papyan's $\mathrm{NC1}=\frac1K\operatorname{Tr}(\Sigma_W\Sigma_B^+)$
+  only sees within-class variance *inside the span of the class means* ($\Sigma_B^+$ vanishes outside
+  it). MCR² puts much of its within-class diversity in directions orthogonal to the means — its
+  subspaces — so on clean labels its NC1 is only a few times CE's, while the trace ratio
+  $\operatorname{Tr}\Sigma_W/\operatorname{Tr}\Sigma_B$, which counts every direction, is more than ten
+  times CE's. When comparing representations that are not trained with a linear classifier, look at
+  the trace ratio or the CDNV too."""),
 md(r"""## Reproduction checks
 
 Every check compares means over the two seeds, with thresholds stated from the claim and the same in
