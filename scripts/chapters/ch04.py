@@ -5,14 +5,90 @@ from pathlib import Path
 import nbformat as nbf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
+from chapters._otter import assignment_config, question  # noqa: E402
 
 NAME = "04_ib_vs_mcr2.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 badge, install = colab_cells(NAME)
 
+EX_RATE = question(
+    "ex4.1-coding-rate", 2,
+    r"""### Exercise 4.1 — the coding rate
+
+Write `my_coding_rate(Z, eps)` returning the coding rate $R(Z,\varepsilon)=\tfrac12\log\det\big(I_d+\tfrac{d}{n\varepsilon^2}Z^\top Z\big)$
+of section 4.2 as a Python float, for features `Z` of shape n×d (rows are samples) and a precision
+`eps` (note that $\varepsilon$ enters squared). Work in float64 and use `torch.logdet` or
+`torch.linalg.slogdet`. The tests compare your value with `nclib.losses.coding_rate`, and check the
+closed form for identical rows $z$: $\tfrac12\log(1+d\lVert z\rVert^2/\varepsilon^2)$.""",
+    """def my_coding_rate(Z, eps):
+    # BEGIN SOLUTION
+    Z = Z.to(torch.float64)
+    n, d = Z.shape
+    M = torch.eye(d, dtype=torch.float64) + d / (n * eps ** 2) * (Z.T @ Z)
+    return 0.5 * float(torch.linalg.slogdet(M).logabsdet)
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(41)
+_Z = torch.randn(200, 16, generator=_g, dtype=torch.float64)
+_ref = float(losses.coding_rate(_Z, 0.5))
+assert abs(my_coding_rate(_Z, 0.5) - _ref) < 1e-8 * abs(_ref)"""],
+    hidden=["""_g = torch.Generator().manual_seed(42)
+for _n, _d, _eps in ((7, 40, math.sqrt(0.5)), (300, 12, 0.3), (50, 50, 2.0)):
+    _Z = torch.randn(_n, _d, generator=_g, dtype=torch.float64)
+    _ref = float(losses.coding_rate(_Z, _eps))
+    assert abs(my_coding_rate(_Z, _eps) - _ref) < 1e-8 * abs(_ref), (_n, _d)""",
+            """_g = torch.Generator().manual_seed(43)
+_z = torch.randn(20, generator=_g, dtype=torch.float64)
+for _n, _eps in ((5, 0.7), (64, math.sqrt(0.5))):
+    _Z = _z.expand(_n, 20).clone()
+    _exact = 0.5 * math.log(1 + 20 * float(_z @ _z) / _eps ** 2)
+    assert abs(my_coding_rate(_Z, _eps) - _exact) < 1e-9 * _exact
+assert abs(my_coding_rate(torch.zeros(10, 6, dtype=torch.float64), 0.5)) < 1e-12"""],
+)
+
+EX_PR = question(
+    "ex4.2-participation-ratio", 2,
+    r"""### Exercise 4.2 — the participation ratio
+
+The per-class rank of section 4.1 is a participation ratio. Write `my_participation_ratio(Z, center=False)`
+returning, as a Python float, $(\sum_i\lambda_i)^2/\sum_i\lambda_i^2$ where $\lambda_i$ are the eigenvalues
+of the second moment $Z^\top Z$ of the features `Z` (n×d, rows are samples); with `center=True`, subtract
+the mean row from `Z` first. Compute the eigenvalues with `torch.linalg.eigvalsh` in float64. The
+tests compare with `nclib.evaluation.participation_ratio` (which avoids the eigendecomposition:
+$\sum_i\lambda_i=\operatorname{Tr}G$ and $\sum_i\lambda_i^2=\lVert G\rVert_F^2$) and check the
+closed forms: 1 for rank one, $r$ for $r$ equal non-zero eigenvalues.""",
+    """def my_participation_ratio(Z, center=False):
+    # BEGIN SOLUTION
+    Z = Z.to(torch.float64)
+    if center:
+        Z = Z - Z.mean(0, keepdim=True)
+    lam = torch.linalg.eigvalsh(Z.T @ Z)
+    return float(lam.sum() ** 2 / (lam ** 2).sum())
+    # END SOLUTION""",
+    visible=["""_g = torch.Generator().manual_seed(44)
+_Z = torch.randn(300, 10, generator=_g, dtype=torch.float64) * torch.linspace(0.2, 2.0, 10, dtype=torch.float64)
+_ref = nclib.evaluation.participation_ratio(_Z)
+assert abs(my_participation_ratio(_Z) - _ref) < 1e-8 * _ref"""],
+    hidden=["""_g = torch.Generator().manual_seed(45)
+for _n, _d in ((12, 50), (400, 20)):
+    _Z = torch.randn(_n, _d, generator=_g, dtype=torch.float64) + 3.0
+    for _c in (False, True):
+        _ref = nclib.evaluation.participation_ratio(_Z, center=_c)
+        assert abs(my_participation_ratio(_Z, center=_c) - _ref) < 1e-8 * _ref, (_n, _d, _c)""",
+            """_g = torch.Generator().manual_seed(46)
+_u = torch.randn(30, generator=_g, dtype=torch.float64)
+_Z = torch.randn(80, 1, generator=_g, dtype=torch.float64) * _u
+assert abs(my_participation_ratio(_Z) - 1.0) < 1e-9
+_Q = torch.linalg.qr(torch.randn(30, 30, generator=_g, dtype=torch.float64)).Q
+for _r in (2, 5, 9):
+    _Z = 3.0 * _Q[:_r]
+    assert abs(my_participation_ratio(_Z) - _r) < 1e-9, _r"""],
+)
+
 cells = [
+assignment_config("ch04"),
 md(f"""# Chapter 4 — Information bottleneck, coding rate reduction, and label noise
 
 {badge}
@@ -150,6 +226,8 @@ $R_c$. MCR² therefore asks for features that are *discriminative between* class
 within* them — the opposite of neural collapse in the second respect. The survey's argument is that
 this diversity is what protects MCR² from corrupted labels: a sample with a wrong label is not
 forced onto the wrong class's point."""),
+*EX_RATE,
+*EX_PR,
 md(r"""## 4.3 The experiment: cross-entropy vs MCR² under label noise
 
 Chan et al. trained a ResNet-18 on CIFAR-10 with a fraction $\rho$ of the training labels
