@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
 from chapters._otter import assignment_config, question  # noqa: E402
+from chapters._write import write_chapter  # noqa: E402
 
 NAME = "03_max_margin.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
@@ -317,9 +318,4 @@ claim("ch3.svm-margin", "the trained network reaches at least 70 % of the max-ma
 md("""The {doc}`claims ledger <../book/claims_ledger>` lists the measured values."""),
 ]
 
-nb = nbf.v4.new_notebook()
-nb.cells = cells
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-out = Path(__file__).resolve().parents[2] / "notebooks" / NAME
-nbf.write(nb, out)
-print(out)
+write_chapter(NAME, cells)

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
 from chapters._otter import assignment_config, question  # noqa: E402
+from chapters._write import write_chapter  # noqa: E402
 
 NAME = "06_long_tail.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
@@ -466,9 +467,4 @@ claim("ch6.space-alignment", "adding feature–classifier alignment to logit adj
 md("""The {doc}`claims ledger <../book/claims_ledger>` lists the measured values of every check."""),
 ]
 
-nb = nbf.v4.new_notebook()
-nb.cells = cells
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-out = Path(__file__).resolve().parents[2] / "notebooks" / NAME
-nbf.write(nb, out)
-print(out)
+write_chapter(NAME, cells)

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from new_chapter import PARAMETERS  # noqa: E402
 from sync_notebooks import colab_cells  # noqa: E402
 from chapters._otter import assignment_config, question  # noqa: E402
+from chapters._write import write_chapter  # noqa: E402
 
 NAME = "08_collapse_as_a_tool.ipynb"
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
@@ -602,9 +603,4 @@ md("""All values are recorded in the {doc}`claims ledger <../book/claims_ledger>
 change `SEED`, the widths, or `momentum` of the guided head, and run the chapter again."""),
 ]
 
-nb = nbf.v4.new_notebook()
-nb.cells = cells
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-out = Path(__file__).resolve().parents[2] / "notebooks" / NAME
-nbf.write(nb, out)
-print(out)
+write_chapter(NAME, cells)
