@@ -10,16 +10,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual")
+_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual", "stats")
 
-__all__ = ["__version__", "setup_notebook", *_SUBMODULES]
+__all__ = ["__version__", "setup_notebook", "seed_family", *_SUBMODULES]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name == "setup_notebook":
-        from .profiles import setup_notebook
+    if name in ("setup_notebook", "seed_family"):
+        from . import profiles
 
-        return setup_notebook
+        return getattr(profiles, name)
     raise AttributeError(f"module 'nclib' has no attribute {name!r}")

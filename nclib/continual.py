@@ -247,7 +247,9 @@ class ContinualConfig:
             raise ValueError(f"need lr > 0 and weight_decay ≥ 0, got {self.lr}, {self.weight_decay}")
 
     def key(self) -> str:
-        blob = json.dumps({"config": dataclasses.asdict(self), "nclib": __version__, "kind": "continual"},
+        from .train import library_fingerprint
+
+        blob = json.dumps({"config": dataclasses.asdict(self), "nclib": library_fingerprint(), "kind": "continual"},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -197,17 +197,11 @@ def margin_summary(trajectory: dict, num_classes: int) -> pd.DataFrame:
 
 
 def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of two equally long sequences (average ranks for ties):
-    +1 when y rises with x at every step, −1 when it falls at every step."""
-    x, y = pd.Series(np.asarray(x, dtype=float)), pd.Series(np.asarray(y, dtype=float))
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"need two sequences of the same length ≥ 2, got {len(x)} and {len(y)}")
-    if x.isna().any() or y.isna().any():
-        raise ValueError("the sequences contain NaN")
-    rx, ry = x.rank(), y.rank()
-    if rx.std() == 0 or ry.std() == 0:
-        raise ValueError("a constant sequence has no rank correlation")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    """Spearman's rank correlation of two equally long sequences, computed exactly
+    (:func:`nclib.stats.spearman`): +1 when y rises with x at every step, −1 when it falls."""
+    from .stats import spearman
+
+    return spearman(x, y)
 
 
 def stays_zero_from(epochs, values) -> int | None:

@@ -21,7 +21,7 @@ import torch
 
 PROFILES = ("quick", "full")
 
-__all__ = ["PROFILES", "check_profile", "default_device", "setup_notebook", "pick"]
+__all__ = ["PROFILES", "check_profile", "default_device", "setup_notebook", "pick", "seed_family"]
 
 
 def check_profile(profile: str) -> str:
@@ -68,3 +68,16 @@ def setup_notebook(profile: str = "quick", seed: int = 0, *, verbose: bool = Tru
 
         print(f"nclib {__version__} · profile={profile} · seed={seed} · device={dev} · torch {torch.__version__}")
     return dev
+
+
+def seed_family(seed: int, n: int = 3) -> list[int]:
+    """The seeds a chapter's reproduction claims are measured on: ``seed, seed+1, ..., seed+n-1``.
+
+    A chapter's ``parameters`` cell sets ``SEED`` (the family; ``$NCLIB_SEED``, default 0) and
+    ``N_SEEDS`` (``$NCLIB_SEEDS``, default 3); the calibration runs the same chapter with a
+    larger ``N_SEEDS``, so the book's default family is part of the calibrated one."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"SEED must be an int, got {type(seed).__name__}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"N_SEEDS must be a positive int, got {n!r}")
+    return [seed + i for i in range(n)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from . import metrics as metrics_mod
 from . import models as models_mod
 from .profiles import check_profile, default_device
 
-__all__ = ["TrainConfig", "Run", "fit", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
+__all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
 
 
 @dataclass(frozen=True)
@@ -136,13 +137,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Cache key: sha256 of the config's non-default fields and the nclib version.
-
-        Fields at their default value are left out, so adding a new optional field (with a
-        default that keeps the old behaviour) does not invalidate existing cached runs."""
+        """Cache key: sha256 of the config's non-default fields and :func:`library_fingerprint`
+        (nclib's source, torch version, numerics). Fields at their default value are left out."""
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())}
-        blob = json.dumps({"config": changed, "nclib": __version__}, sort_keys=True, default=str)
+        blob = json.dumps({"config": changed, "nclib": library_fingerprint()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def replace(self, **changes) -> "TrainConfig":
@@ -203,6 +202,26 @@ class Run:
         """Penultimate features (N×D, float64) and labels of a split, from the trained model."""
         X, y = self.data.tensors(split)
         return features_of(self.model, X), y
+
+
+def library_fingerprint() -> str:
+    """What a cached result depends on besides its config: the source of every nclib module
+    (sha256 of all ``nclib/**/*.py``), the torch version, and the numerics of this process —
+    ``$ATEN_CPU_CAPABILITY``, ``$MKL_ENABLE_INSTRUCTIONS`` and the number of torch threads, which
+    change the float rounding. A changed library, or a run under other numerics, never reads a
+    result trained by another."""
+    return _source_hash() + "|" + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                              "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                                              "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -624,6 +643,82 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
             ckpt_path.unlink()
     return Run(cfg, history, snaps, model, d, pd.DataFrame(curve), from_cache=False,
                seconds=time.perf_counter() - t0, states=states)
+
+
+def _fit_in_child() -> None:
+    """Entry point of a :func:`fit_many` worker: a JSON job on stdin (config, kept states, threads)."""
+    import sys
+
+    job = json.loads(sys.stdin.read())
+    torch.set_num_threads(job["threads"])
+    fit(TrainConfig(**job["config"]), progress=False, keep_states=job["keep_states"])
+
+
+def processes_default() -> int:
+    """``$NCLIB_PROCS`` if set, else the number of CPUs this process may use."""
+    env = os.environ.get("NCLIB_PROCS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"NCLIB_PROCS must be a positive int, got {env!r}")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _train_in_workers(todo, keep, procs: int, progress: bool) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from nclib.train import _fit_in_child; _fit_in_child()"]
+    threads = torch.get_num_threads()
+    bar = _pbar(len(todo), progress, "runs (parallel)")
+    pending, running, failed = list(todo), [], []
+    while pending or running:
+        while pending and len(running) < procs:
+            c = pending.pop(0)
+            log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
+            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, text=True)
+            p.stdin.write(json.dumps({"config": c.to_dict(), "keep_states": keep, "threads": threads}, default=list))
+            p.stdin.close()
+            running.append((c, p, log))
+        c, p, log = running.pop(0)
+        rc = p.wait()
+        log.seek(0)
+        if rc != 0:
+            failed.append((c, log.read()))
+        log.close()
+        bar.update(1)
+    bar.close()
+    if failed:
+        c, err = failed[0]
+        raise RuntimeError(f"fit_many: {len(failed)} worker(s) failed; the first (seed {c.seed}) said:\n{err[-3000:]}")
+
+
+def fit_many(cfgs, *, processes: int | None = None, progress: bool = True, keep_states=()) -> list[Run]:
+    """:func:`fit` for several configs (e.g. one per seed), trained in parallel worker processes.
+
+    Each config not yet in the results cache is trained by :func:`fit` in a fresh (spawned)
+    process with the same number of torch threads as this one, so every run is bit-identical to
+    training it here; the runs are then read back from the cache, in the order given.
+    ``processes`` defaults to ``$NCLIB_PROCS`` or the CPU count; ``processes=1`` trains in this
+    process, one after the other. On CUDA the runs are always trained here, one after the other.
+    """
+    cfgs = list(cfgs)
+    if not cfgs or not all(isinstance(c, TrainConfig) for c in cfgs):
+        raise TypeError("cfgs must be a non-empty sequence of TrainConfig")
+    procs = processes_default() if processes is None else processes
+    if not isinstance(procs, int) or isinstance(procs, bool) or procs < 1:
+        raise ValueError(f"processes must be a positive int, got {processes!r}")
+    keep = sorted(_check_keep_states(keep_states, min(c.epochs for c in cfgs)))
+    todo, seen = [], set()
+    for c in cfgs:
+        k = c.key()
+        res = cache_dir() / "runs" / k / "result.pt"
+        if k not in seen and not res.exists():
+            todo.append(c)
+        seen.add(k)
+    if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
+        _train_in_workers(todo, keep, min(procs, len(todo)), progress)
+    return [fit(c, progress=progress, keep_states=keep) for c in cfgs]
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -302,35 +302,12 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
 
 
 # ----------------------------------------------------------------------------- statistics
-def _ranks(v: Tensor) -> Tensor:
-    """Ranks 1..n with ties given their average rank."""
-    order = torch.argsort(v, stable=True)
-    r = torch.empty(len(v), dtype=torch.float64)
-    r[order] = torch.arange(1, len(v) + 1, dtype=torch.float64)
-    for val in torch.unique(v):
-        tie = v == val
-        if int(tie.sum()) > 1:
-            r[tie] = r[tie].mean()
-    return r
-
-
 def spearman(x, y) -> float:
-    r"""Spearman's rank correlation: the Pearson correlation of the ranks (ties get average
-    ranks). +1 for any strictly increasing relation, −1 for any strictly decreasing one."""
-    x = torch.as_tensor(x, dtype=torch.float64).flatten()
-    y = torch.as_tensor(y, dtype=torch.float64).flatten()
-    if x.numel() != y.numel():
-        raise ValueError(f"x and y need the same length, got {x.numel()} and {y.numel()}")
-    if x.numel() < 2:
-        raise ValueError("need at least 2 points")
-    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise ValueError("x and y must be finite")
-    rx, ry = _ranks(x), _ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float(rx.norm() * ry.norm())
-    if den == 0:
-        raise ValueError("a constant sequence has no rank correlation")
-    return float((rx * ry).sum()) / den
+    r"""Spearman's rank correlation, computed exactly (:func:`nclib.stats.spearman`). +1 for any
+    strictly increasing relation, −1 for any strictly decreasing one."""
+    from .stats import spearman as _exact
+
+    return _exact(x, y)
 
 
 # ----------------------------------------------------------------------------- the chapter's recipe

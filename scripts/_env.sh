@@ -17,6 +17,13 @@ else
     :
 fi
 export PATH="$VENV/bin:$PATH"
+# NCLIB_NUMERICS=emulated: another CPU's float rounding — torch's non-SIMD kernels and an older
+# MKL code path — to show that the chapters' verdicts do not depend on this machine's CPU.
+case "${NCLIB_NUMERICS:-native}" in
+    native) ;;
+    emulated) export ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ;;
+    *) echo "NCLIB_NUMERICS must be 'native' or 'emulated', got '${NCLIB_NUMERICS}'" >&2; exit 2 ;;
+esac
 # Small models on 2 cores: one BLAS thread per process is usually fastest.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Build the book: execute every chapter (quick profile by default) and render _build/html.
 #   bash scripts/book.sh [--profile quick|full]
-# Executions are cached by jupyter-cache in .cache/jupyter/<profile> (one cache per profile: the
-# cache keys on notebook content, not on environment variables). Every page is re-read on each
-# build (--all), so a chapter whose execution failed fails the build again, also incrementally.
+# Executions are cached by jupyter-cache in .cache/jupyter/<profile>. That cache keys on notebook
+# content only, so it is emptied whenever anything else a chapter's outputs depend on changes:
+# nclib's source, the seed family (NCLIB_SEED, NCLIB_SEEDS), the numerics (NCLIB_NUMERICS, the
+# thread count) or the calibration table. Every page is re-read on each build (--all), so a
+# chapter whose execution failed fails the build again, also incrementally.
+#   NCLIB_SEED=101 bash scripts/book.sh             # another seed family
+#   NCLIB_NUMERICS=emulated bash scripts/book.sh    # another CPU's float rounding
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 PROFILE="${NCLIB_PROFILE:-quick}"
 while [ "$#" -gt 0 ]; do
@@ -18,6 +22,13 @@ export NCLIB_PROFILE="$PROFILE"
 # figures must reach the notebook outputs: the inline backend, whatever the caller's MPLBACKEND
 export MPLBACKEND="module://matplotlib_inline.backend_inline"
 mkdir -p .cache
+JCACHE=".cache/jupyter/$PROFILE"
+FINGERPRINT="$( { cat $(find nclib -name '*.py' -o -name '*.json' | sort); echo "${NCLIB_SEED:-0} ${NCLIB_SEEDS:-3} ${NCLIB_NUMERICS:-native} ${OMP_NUM_THREADS} ${MKL_NUM_THREADS}"; } | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$JCACHE.fingerprint" 2>/dev/null)" != "$FINGERPRINT" ]; then
+    rm -rf "$JCACHE"
+    mkdir -p "$(dirname "$JCACHE")"
+    echo "$FINGERPRINT" > "$JCACHE.fingerprint"
+fi
 CONFIG=".cache/_config.$PROFILE.yml"
 python - "$PROFILE" "$CONFIG" <<'PY'
 import os, sys, yaml

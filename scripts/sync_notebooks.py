@@ -1,20 +1,31 @@
-"""Keep every chapter's Colab badge and install cell in step with `_config.yml`.
+"""Produce the chapters' .ipynb files from their MyST sources, and keep the Colab cells in step.
 
-The repository URL lives once, in `_config.yml` (`repository.url`); this script writes it into
-the first markdown cell (badge) and first code cell (install) of each notebook, and strips
-outputs. `--check` only reports drift (used by the tests).
+Each chapter has one source, ``notebooks/NN_slug.md`` (a jupytext MyST notebook: ``{code-cell}``
+blocks with their tags, otter's raw cells as ``{raw-cell}``). The book is built from these
+sources. ``notebooks/NN_slug.ipynb`` — what Colab opens, nbval tests and otter-grader turns into
+assignments — is *generated* from the source by this script, committed without outputs, and
+checked by ``tests/test_notebooks_sync.py``: a hand edit of a generated .ipynb makes that test fail.
+
+The repository URL lives once, in ``_config.yml`` (``repository.url``); this script writes it
+into each source's first markdown cell (badge) and first code cell (install cell).
+
+    python scripts/sync_notebooks.py           # rewrite the .ipynb files (and fix the Colab cells)
+    python scripts/sync_notebooks.py --check   # report drift only; exit 1 if any
 """
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat as nbf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 INSTALL_MARK = "# Colab bootstrap"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
 def repo_info():
@@ -25,6 +36,7 @@ def repo_info():
 
 
 def colab_cells(nb_name: str):
+    """The badge (markdown) and the install cell (code) for notebook file ``nb_name``."""
     url, branch = repo_info()
     gh = url.split("github.com/")[-1]
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -41,9 +53,9 @@ def colab_cells(nb_name: str):
     return badge, install
 
 
-def sync(path: Path, check: bool) -> list[str]:
-    nb = nbf.read(path, as_version=4)
-    badge, install = colab_cells(path.name)
+def fix_colab_cells(nb, ipynb_name: str) -> list[str]:
+    """Bring the badge and install cell of ``nb`` in line with ``_config.yml``; returns the problems found."""
+    badge, install = colab_cells(ipynb_name)
     problems = []
     md = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     code = next((c for c in nb.cells if c.cell_type == "code"), None)
@@ -57,25 +69,66 @@ def sync(path: Path, check: bool) -> list[str]:
     elif code.source != install:
         problems.append("Colab install cell differs from _config.yml")
         code.source = install
-    for c in nb.cells:
-        if c.cell_type == "code" and (c.outputs or c.execution_count):
-            problems.append("has outputs")
-            c.outputs, c.execution_count = [], None
+    return problems
+
+
+def to_ipynb(nb):
+    """The .ipynb notebook generated from a (jupytext-read) MyST source: no outputs, stable cell ids."""
+    out = nbf.v4.new_notebook()
+    out.metadata["kernelspec"] = dict(KERNELSPEC)
+    seen = set()
+    for i, c in enumerate(nb.cells):
+        meta = {k: v for k, v in c.metadata.items() if k in ("tags",)}
+        if c.cell_type == "code":
+            cell = nbf.v4.new_code_cell(c.source, metadata=meta)
+        elif c.cell_type == "markdown":
+            cell = nbf.v4.new_markdown_cell(c.source, metadata=meta)
+        else:
+            cell = nbf.v4.new_raw_cell(c.source, metadata=meta)
+        cid = hashlib.sha1(f"{c.cell_type}\0{c.source}".encode()).hexdigest()[:10]
+        while cid in seen:  # identical cells: keep ids unique and still deterministic
+            cid = hashlib.sha1(cid.encode()).hexdigest()[:10]
+        seen.add(cid)
+        cell["id"] = cid
+        out.cells.append(cell)
+    return out
+
+
+def sources() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
+
+
+def sync(source: Path, check: bool) -> list[str]:
+    """Fix the Colab cells in ``source`` and regenerate its .ipynb; with ``check``, only report."""
+    ipynb = source.with_suffix(".ipynb")
+    nb = jupytext.read(source)
+    problems = fix_colab_cells(nb, ipynb.name)
     if problems and not check:
-        nbf.write(nb, path)
+        jupytext.write(nb, source, fmt="md:myst")
+    want = nbf.writes(to_ipynb(nb))
+    have = ipynb.read_text() if ipynb.exists() else None
+    if have != want:
+        problems.append(f"{ipynb.name} is not what {source.name} generates (edit the .md, then run this script)"
+                        if have is not None else f"{ipynb.name} is missing")
+        if not check:
+            ipynb.write_text(want)
     return problems
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--check", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="report drift only (exit 1 if any)")
     args = ap.parse_args()
     bad = 0
-    for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        probs = sync(p, args.check)
+    for src in sources():
+        probs = sync(src, args.check)
         if probs:
             bad += 1
-            print(f"{p.relative_to(ROOT)}: {'; '.join(sorted(set(probs)))}")
+            print(f"{src.relative_to(ROOT)}: {'; '.join(probs)}")
+    orphans = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if not p.with_suffix(".md").exists()]
+    for p in orphans:
+        bad += 1
+        print(f"{p.relative_to(ROOT)}: no MyST source {p.with_suffix('.md').name}")
     return 1 if (bad and args.check) else 0
 
 

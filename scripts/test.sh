@@ -13,6 +13,7 @@ if [ "$#" -gt 0 ]; then
     exec "${PYTEST[@]}" "$@"
 fi
 start=$(date +%s)
-"${PYTEST[@]}" -m "not book" tests notebooks
+# the xdist workers already use both cores: each trains its chapter's seeds one after the other
+NCLIB_PROCS="${NCLIB_PROCS:-1}" "${PYTEST[@]}" -m "not book" tests notebooks
 python -m pytest -m book tests/test_book_browser.py
 echo "test command finished in $(( $(date +%s) - start )) s"
