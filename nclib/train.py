@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -647,8 +649,6 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
 
 def _fit_in_child() -> None:
     """Entry point of a :func:`fit_many` worker: a JSON job on stdin (config, kept states, threads)."""
-    import sys
-
     job = json.loads(sys.stdin.read())
     torch.set_num_threads(job["threads"])
     fit(TrainConfig(**job["config"]), progress=False, keep_states=job["keep_states"])
@@ -664,11 +664,12 @@ def processes_default() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _train_in_workers(todo, keep, procs: int, progress: bool) -> None:
-    import subprocess
-    import sys
+def _worker_command() -> list[str]:
+    return [sys.executable, "-c", "from nclib.train import _fit_in_child; _fit_in_child()"]
 
-    cmd = [sys.executable, "-c", "from nclib.train import _fit_in_child; _fit_in_child()"]
+
+def _train_in_workers(todo, keep, procs: int, progress: bool) -> None:
+    cmd = _worker_command()
     threads = torch.get_num_threads()
     bar = _pbar(len(todo), progress, "runs (parallel)")
     pending, running, failed = list(todo), [], []

@@ -297,8 +297,72 @@ def test_cache_key(monkeypatch):
     assert TINY.replace(lr=0.051).key() != k
     assert TINY.replace(model_kwargs=dict(width=32, depth=2, batchnorm=False)).key() != k
     assert TINY.replace(data_kwargs={**TINY.data_kwargs, "n_per_class": 31}).key() != k
-    monkeypatch.setattr(train, "__version__", "999.0")
+    monkeypatch.setattr(train, "_source_hash", lambda: "changed-library-source")
     assert TINY.key() != k
+
+
+def test_cache_key_follows_the_library_source_and_the_numerics(monkeypatch):
+    k = TINY.key()
+    assert train.library_fingerprint().split("|")[0] == train._source_hash()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    k_aten = TINY.key()
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
+    k_mkl = TINY.key()
+    assert len({k, k_aten, k_mkl}) == 3
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS")
+    assert TINY.key() == k
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert TINY.key() != k
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_source_hash_reads_every_module(tmp_path):
+    src = Path(train.__file__).resolve().parent
+    assert len(train._source_hash()) == 16
+    assert {p.name for p in src.glob("*.py")} >= {"metrics.py", "train.py", "claims.py"}
+
+
+def test_fit_many_trains_in_parallel_bit_identical_to_fit(tmp_path):
+    cfgs = [TINY.replace(epochs=2, n_logs=2, seed=s) for s in (0, 1, 2)]
+    runs = train.fit_many(cfgs, processes=2, progress=False)
+    assert [r.config for r in runs] == cfgs and all(r.from_cache for r in runs)
+    for c, r in zip(cfgs, runs):
+        ref = fit(c, cache=False, progress=False)
+        pd.testing.assert_frame_equal(r.history, ref.history)
+    # all cached now: nothing is trained again, also not serially
+    again = train.fit_many(cfgs, processes=1, progress=False)
+    assert all(r.from_cache for r in again)
+
+
+def test_fit_many_serial_and_errors(monkeypatch):
+    cfgs = [TINY.replace(epochs=1, n_logs=1, seed=s) for s in (0, 1)]
+    runs = train.fit_many(cfgs, processes=1, progress=False)
+    assert [r.config.seed for r in runs] == [0, 1]
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train.fit_many([])
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train.fit_many([TINY, "x"])
+    with pytest.raises(ValueError, match="processes"):
+        train.fit_many(cfgs, processes=0)
+    monkeypatch.setenv("NCLIB_PROCS", "two")
+    with pytest.raises(ValueError, match="NCLIB_PROCS"):
+        train.processes_default()
+    monkeypatch.setenv("NCLIB_PROCS", "3")
+    assert train.processes_default() == 3
+
+
+def test_fit_many_reports_a_failing_worker(tmp_path, monkeypatch):
+    bad = TINY.replace(epochs=1, n_logs=1, seed=5)
+    good = TINY.replace(epochs=1, n_logs=1, seed=6)
+    monkeypatch.setattr(train, "_worker_command",
+                        lambda: [sys.executable, "-c", "import json,sys; j=json.loads(sys.stdin.read()); "
+                                 "sys.exit('boom seed %d' % j['config']['seed'] if j['config']['seed'] == 5 else 0)"])
+    with pytest.raises(RuntimeError, match="boom seed 5"):
+        train.fit_many([bad, good], processes=2, progress=False)
 
 
 def test_changed_config_is_a_different_cache_entry(tmp_path):
@@ -309,10 +373,10 @@ def test_changed_config_is_a_different_cache_entry(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted([cfg.key(), cfg.replace(seed=7).key()])
 
 
-def test_new_version_does_not_read_old_results(tmp_path, monkeypatch):
+def test_changed_library_does_not_read_old_results(tmp_path, monkeypatch):
     cfg = TINY.replace(epochs=1, n_logs=1)
     fit(cfg, root=tmp_path, progress=False)
-    monkeypatch.setattr(train, "__version__", "999.0")
+    monkeypatch.setattr(train, "_source_hash", lambda: "changed-library-source")
     assert fit(cfg, root=tmp_path, progress=False).from_cache is False
 
 
