@@ -43,7 +43,7 @@ from . import metrics as metrics_mod
 from . import models as models_mod
 from .profiles import check_profile, default_device
 
-__all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
+__all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "module_closure", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
 
 
 @dataclass(frozen=True)
@@ -206,23 +206,50 @@ class Run:
         return features_of(self.model, X), y
 
 
-def library_fingerprint() -> str:
-    """What a cached result depends on besides its config: the source of every nclib module
-    (sha256 of all ``nclib/**/*.py``), the torch version, and the numerics of this process —
-    ``$ATEN_CPU_CAPABILITY``, ``$MKL_ENABLE_INSTRUCTIONS`` and the number of torch threads, which
-    change the float rounding. A changed library, or a run under other numerics, never reads a
-    result trained by another."""
-    return _source_hash() + "|" + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                              "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
-                                              "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}, sort_keys=True)
+def library_fingerprint(module: str = "train") -> str:
+    """What a cached result depends on besides its config: the source of the nclib modules that
+    ``nclib.<module>`` imports, directly or not (found by reading their ``from . import``
+    statements, imports inside functions included: :func:`module_closure`), the torch version,
+    and the numerics of this process — ``$ATEN_CPU_CAPABILITY``, ``$MKL_ENABLE_INSTRUCTIONS`` and
+    the number of torch threads, which change the float rounding. A changed library, or a run
+    under other numerics, never reads a result trained by another; editing a module training does
+    not import (e.g. ``ufm``, ``claims``) keeps the cached runs."""
+    return _source_hash(module) + "|" + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                                    "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                                                    "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")},
+                                                   sort_keys=True)
 
 
-@functools.lru_cache(maxsize=1)
-def _source_hash() -> str:
+def module_closure(module: str) -> list[str]:
+    """The nclib modules (file stems; ``__init__`` for the package) that ``nclib.<module>``
+    depends on through relative imports, itself included, sorted."""
+    import ast
+
+    root = Path(__file__).resolve().parent
+    known = {p.stem for p in root.glob("*.py")}
+    if module not in known:
+        raise ValueError(f"no module nclib.{module}")
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for node in ast.walk(ast.parse((root / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    todo.append(node.module.split(".")[0])
+                else:
+                    todo += [a.name if a.name in known else "__init__" for a in node.names]
+    return sorted(seen & known)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash(module: str = "train") -> str:
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for m in module_closure(module):
+        h.update(m.encode() + b"\0" + (root / f"{m}.py").read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
