@@ -11,8 +11,10 @@ claim is asserted), twice:
 * ``emulated`` — another CPU's rounding: ``ATEN_CPU_CAPABILITY=default`` (torch's non-SIMD
   kernels), ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` (an older BLAS path) and 2 threads.
 
-Each run has its own empty results cache, so nothing trained under one numerics is reused by the
-other. For every claim the per-seed values of both runs are written to
+Each numerics has its own results cache (``.cache/calibrate/<numerics>/nclib-cache``); the cache
+keys include nclib's source and the numerics (``nclib.train.library_fingerprint``), so a run is
+only ever reused by an execution that would have trained it bit for bit the same (``--fresh``
+empties the caches first; do not use it while another calibration runs). For every claim the per-seed values of both runs are written to
 ``nclib/calibration/quick.json`` with the *expected* status: the status that every subset of 3
 seeds of both runs agrees on (:func:`nclib.stats.calibrated_status`), or ``inconclusive`` when
 they disagree. The chapters read that table; a claim whose rule changed since, or that has no
@@ -96,12 +98,12 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5, help="seeds per claim in calibration (default 5, at least 5)")
     ap.add_argument("--jobs", type=int, default=2, help="executions at a time (default 2)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell timeout, seconds")
-    ap.add_argument("--keep-cache", action="store_true", help="reuse earlier calibration runs' results caches")
+    ap.add_argument("--fresh", action="store_true", help="empty the calibration results caches first")
     a = ap.parse_args()
     if a.seeds < 5:
         raise SystemExit("--seeds must be at least 5")
     srcs = chapters(a.chapters)
-    if not a.keep_cache:
+    if a.fresh:
         for n in NUMERICS:
             shutil.rmtree(WORK / n / "nclib-cache", ignore_errors=True)
     jobs = [(s, n) for s in srcs for n in NUMERICS]
