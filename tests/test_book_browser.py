@@ -78,7 +78,8 @@ def browser():
 
 
 def chapter_pages():
-    return sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    # each chapter's source is notebooks/NN_slug.md (the .ipynb beside it is a generated copy)
+    return sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
 
 
 def test_every_chapter_renders(server, browser):
@@ -101,22 +102,82 @@ def test_every_chapter_renders(server, browser):
                 problems.append(f"{name}: output contains {marker!r}")
         if not page.query_selector(".math, mjx-container, span.math, div.math"):
             problems.append(f"{name}: no math on the page")
-        if not page.query_selector(".nclib-claim"):
-            problems.append(f"{name}: no reproduction check displayed")
+        shown = page.eval_on_selector_all(".nclib-claim", "els => els.map(e => e.id)")
+        if not shown:
+            problems.append(f"{name}: no claim or check displayed")
+        if any(not i.startswith("claim-") for i in shown):
+            problems.append(f"{name}: a claim display without its claim-<id> anchor")
     page.close()
     assert not problems, "\n".join(problems)
 
 
+def _anchor(id):
+    return "claim-" + re.sub(r"[^A-Za-z0-9_-]", "-", id)
+
+
 def test_claims_ledger_lists_every_chapters_claims(server, browser, book):
     records = json.loads((book / "_static" / "claims.json").read_text())
+    reps = [r for r in records if r["kind"] == "reproduction"]
+    checks = [r for r in records if r["kind"] == "check"]
+    chapters_with_claims = {r["doc"].split("/")[-1] for r in records}
+    assert set(chapter_pages()) <= chapters_with_claims, "some chapters recorded no claims"
+    assert reps and checks
+    for r in reps:  # every reproduction claim shows n >= 3 and an interval
+        assert r["profile"] != "quick" or (r["n"] >= 3 and len(r["values"]) == r["n"]), r["id"]
+        assert len(r["interval"]) == 2 and r["interval"][0] <= r["interval"][1], r["id"]
+        assert r["method"] != "range" or r["interval"][0] <= r["statistic"] <= r["interval"][1], r["id"]
+        assert r["method"] in ("range", "bootstrap") and r["expected"], r["id"]
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{server}/book/claims_ledger.html", wait_until="load")
     page.screenshot(path=str(SHOTS / "claims_ledger.png"), full_page=True)
-    rows = page.query_selector_all("tr.nclib-claim-row")
     text = page.inner_text("main")
-    page.close()
-    chapters_with_claims = {r["doc"].split("/")[-1] for r in records}
-    assert set(chapter_pages()) <= chapters_with_claims, "some chapters recorded no claims"
-    assert len(rows) == len(records) > 0
+    rows = page.eval_on_selector_all("details.nclib-claim-row", """els => els.map(e => ({
+        id: e.dataset.claimId, status: e.querySelector('.nclib-c-status .nclib-badge').textContent,
+        href: e.querySelector('a.nclib-id').href,
+        source: (e.querySelector('.nclib-c-source a') || {}).href || null,
+        detail: e.querySelector('.nclib-detail').textContent}))""")
+    check_rows = page.eval_on_selector_all("tr.nclib-check-row", """els => els.map(e => ({
+        id: e.dataset.claimId, status: e.querySelector('.nclib-badge').textContent,
+        href: e.querySelector('a.nclib-id').href}))""")
+    summary_rows = page.query_selector_all("tr.nclib-summary-row")
+    # every row open: the page still fits a 1280 px window, no cell overflows
+    page.eval_on_selector_all("details.nclib-claim-row", "els => els.forEach(e => e.open = true)")
+    overflow = page.evaluate("""() => {
+        const bad = [];
+        if (document.documentElement.scrollWidth > window.innerWidth) bad.push('page ' + document.documentElement.scrollWidth);
+        for (const el of document.querySelectorAll('.nclib-ledger, .nclib-ledger td, .nclib-ledger th, .nclib-c, .nclib-detail dd'))
+            if (el.scrollWidth > el.clientWidth + 1) bad.push((el.closest('[data-claim-id]') || {dataset: {}}).dataset.claimId + ' ' + el.className);
+        return bad;
+    }""")
+    assert not overflow, f"the ledger does not fit 1280 px: {overflow[:10]}"
+
+    assert [r["id"] for r in rows] == [r["id"] for r in reps]
+    assert [r["id"] for r in check_rows] == [r["id"] for r in checks]
+    assert len(summary_rows) == len(chapters_with_claims)
     for r in records:
         assert r["id"] in text, f"claim {r['id']} missing from the ledger page"
+    by_id = {r["id"]: r for r in records}
+    for row in rows + check_rows:
+        assert row["status"] == by_id[row["id"]]["status"], row["id"]
+    for row, r in zip(rows, reps):
+        assert r["statement"] in row["detail"] and (not r["note"] or r["note"] in row["detail"]), r["id"]
+    # ids link to the claim's display in its chapter; sources to the bibliography entries
+    targets = {}
+    for row in rows + check_rows:
+        url, _, frag = row["href"].partition("#")
+        assert frag == _anchor(row["id"]) and url.endswith(by_id[row["id"]]["doc"] + ".html"), row
+        targets.setdefault(url, []).append(frag)
+    bib = {}
+    for row in rows:
+        assert row["source"], f"{row['id']}: source {by_id[row['id']]['source']!r} not in the bibliography"
+        url, _, frag = row["source"].partition("#")
+        assert url.endswith("book/bibliography.html"), row
+        bib.setdefault(url, []).append(frag)
+    missing = []
+    for url, frags in {**targets, **bib}.items():
+        page.goto(url, wait_until="load")
+        ids = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+        missing += [f"{url}#{f}" for f in frags if f not in ids]
+    page.close()
+    assert not missing, f"ledger links to missing anchors: {missing[:10]}"
