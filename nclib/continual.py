@@ -15,7 +15,8 @@ What is here:
 * :class:`ReplayBuffer` — which samples are kept (an exact, seeded per-class rule) and how replay
   batches are drawn from them;
 * :class:`ContinualConfig` / :func:`train_class_incremental` — the task loop (cached like
-  :func:`nclib.train.fit`), returning a :class:`ContinualRun`;
+  :func:`nclib.train.fit`), returning a :class:`ContinualRun`; :func:`train_many` trains several
+  configs (seeds, buffer sizes) in parallel worker processes, bit-identical to training them here;
 * :func:`network_accuracies`, :func:`probe_accuracies`, :func:`forgetting_report` — shallow and
   deep forgetting on the past tasks, in the class-incremental (all K outputs) and the
   task-incremental (within a task's own classes) views;
@@ -45,7 +46,7 @@ from . import data as data_mod
 from . import models as models_mod
 from .evaluation import effective_rank, linear_probe
 
-__all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental",
+__all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental", "train_many",
            "network_accuracies", "probe_accuracies", "forgetting_report", "replay_geometry", "task_of"]
 
 
@@ -249,7 +250,7 @@ class ContinualConfig:
     def key(self) -> str:
         from .train import library_fingerprint
 
-        blob = json.dumps({"config": dataclasses.asdict(self), "nclib": library_fingerprint(), "kind": "continual"},
+        blob = json.dumps({"config": dataclasses.asdict(self), "nclib": library_fingerprint("continual"), "kind": "continual"},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -378,6 +379,64 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
         atomic_save({"model": model.state_dict(), "accuracy": acc.to_dict("list"), "nclib": __version__,
                      "config": json.dumps(dataclasses.asdict(cfg), default=str)}, path)
     return ContinualRun(cfg, model, d, tasks, final, acc, time.perf_counter() - t0, False)
+
+
+def _train_in_child() -> None:
+    """Worker entry point of :func:`train_many`: one config (JSON on stdin), trained into the cache."""
+    import sys
+
+    msg = json.loads(sys.stdin.read())
+    torch.set_num_threads(int(msg["threads"]))
+    train_class_incremental(ContinualConfig(**msg["config"]), progress=False)
+
+
+def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> list[ContinualRun]:
+    """:func:`train_class_incremental` for several configs, trained in parallel worker processes.
+
+    Every config not yet in the results cache is trained in a fresh process with the same number
+    of torch threads as this one — the loop is seeded by the config alone, so each run is
+    bit-identical to training it here — then all runs are read back from the cache, in order.
+    ``processes`` defaults to ``$NCLIB_PROCS`` or the CPU count; 1 (or CUDA) trains here."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from .profiles import default_device
+    from .train import cache_dir, processes_default
+
+    cfgs = list(cfgs)
+    if not cfgs or not all(isinstance(c, ContinualConfig) for c in cfgs):
+        raise TypeError("cfgs must be a non-empty sequence of ContinualConfig")
+    procs = processes_default() if processes is None else processes
+    if not isinstance(procs, int) or isinstance(procs, bool) or procs < 1:
+        raise ValueError(f"processes must be a positive int, got {processes!r}")
+    todo, seen = [], set()
+    for c in cfgs:
+        k = c.key()
+        if k not in seen and not (cache_dir() / "continual" / k / "result.pt").exists():
+            todo.append(c)
+        seen.add(k)
+    if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
+        cmd = [sys.executable, "-c", "from nclib.continual import _train_in_child; _train_in_child()"]
+        threads, pending, running, failed = torch.get_num_threads(), list(todo), [], []
+        while pending or running:
+            while pending and len(running) < min(procs, len(todo)):
+                c = pending.pop(0)
+                log = tempfile.TemporaryFile(mode="w+")
+                p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, text=True)
+                p.stdin.write(json.dumps({"config": dataclasses.asdict(c), "threads": threads}, default=str))
+                p.stdin.close()
+                running.append((c, p, log))
+            c, p, log = running.pop(0)
+            if p.wait() != 0:
+                log.seek(0)
+                failed.append((c, log.read()))
+            log.close()
+        if failed:
+            c, err = failed[0]
+            raise RuntimeError(f"train_many: {len(failed)} worker(s) failed; the first (seed {c.seed}, "
+                               f"buffer {c.buffer_fraction}) said:\n{err[-3000:]}")
+    return [train_class_incremental(c, progress=progress) for c in cfgs]
 
 
 # ----------------------------------------------------------------------------- evaluation

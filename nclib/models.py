@@ -82,18 +82,40 @@ class NearestETFGuidedClassifier(nn.Module):
 
     The head needs the labels of each training batch: it sets ``uses_labels = True`` and
     :func:`nclib.train.fit` passes them as ``forward(h, labels)``.
+
+    Options that follow the authors' code (Markou et al.) rather than the simplest variant:
+
+    * ``momentum="auto"`` — running means with the decaying rate of the authors' code,
+      :math:`m_k \leftarrow (1-\alpha_t)m_k + \alpha_t\bar h_k` with
+      :math:`\alpha_t=\max(2/(t+1), 10^{-4})`, t = 1, 2, … the head's training step (a linearly
+      weighted average of all past batch means, floored); a number β is the fixed-rate EMA above;
+    * ``mean_norm="frobenius"`` — the centred means are scaled by their Frobenius norm instead of
+      row by row ("row", the default). The nearest ETF's rotation is invariant to a global scale,
+      so this is "centre only": larger classes means weigh more in the Procrustes fit;
+    * ``center=True`` — the centring bias :math:`b=-W\mu_G` with :math:`\mu_G` the mean of the
+      running class means: logits = s·(z − μ_G)Wᵀ (use with ``normalize=False`` for the authors'
+      raw features);
+    * ``guide=False`` — W stays the seeded random ETF for ever (only the running means, for the
+      centring bias, are tracked): the fixed-ETF baseline with the same bias.
     """
 
     uses_labels = True
 
     def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 10.0,
-                 normalize: bool = True, momentum: float = 0.9, grad: bool = False):
+                 normalize: bool = True, momentum: float | str = 0.9, grad: bool = False, mean_norm: str = "row",
+                 center: bool = False, guide: bool = True):
         super().__init__()
         if num_classes > in_features + 1:
             raise ValueError(f"a simplex ETF of {num_classes} classes needs feature dimension ≥ {num_classes - 1}, "
                              f"got {in_features}")
-        if not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and 0 <= momentum < 1):
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        if momentum != "auto" and not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
+                                       and 0 <= momentum < 1):
+            raise ValueError(f"momentum must be a number in [0, 1) or 'auto', got {momentum!r}")
+        if mean_norm not in ("row", "frobenius"):
+            raise ValueError(f"mean_norm must be 'row' or 'frobenius', got {mean_norm!r}")
+        for name, v in (("center", center), ("guide", guide)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         for name, v in (("normalize", normalize), ("grad", grad)):
@@ -102,8 +124,11 @@ class NearestETFGuidedClassifier(nn.Module):
         self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
         self.register_buffer("means", torch.zeros(num_classes, in_features))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.bias = None
-        self.scale, self.normalize, self.momentum, self.grad = float(scale), normalize, float(momentum), grad
+        self.scale, self.normalize, self.grad = float(scale), normalize, grad
+        self.momentum = "auto" if momentum == "auto" else float(momentum)
+        self.mean_norm, self.center, self.guide = mean_norm, center, guide
         self.in_features, self.out_features = in_features, num_classes
 
     @staticmethod
@@ -139,11 +164,13 @@ class NearestETFGuidedClassifier(nn.Module):
             labels = labels.to(device=z.device, dtype=torch.long)
             bm, present = self._batch_means(z, labels)
             with torch.no_grad():
+                self.steps += 1
                 new = bm.detach().to(self.means.dtype)
-                upd = torch.where(self.seen[:, None], self.momentum * self.means + (1 - self.momentum) * new, new)
+                beta = 1.0 - max(2.0 / (int(self.steps) + 1), 1e-4) if self.momentum == "auto" else self.momentum
+                upd = torch.where(self.seen[:, None], beta * self.means + (1 - beta) * new, new)
                 self.means.copy_(torch.where(present[:, None], upd, self.means))
                 self.seen |= present
-            if bool(self.seen.all()):
+            if self.guide and bool(self.seen.all()):
                 if self.grad:
                     M = torch.where(present[:, None], bm, self.means.to(bm.dtype))
                     W = self.etf_of(M).to(z.dtype)
@@ -153,15 +180,20 @@ class NearestETFGuidedClassifier(nn.Module):
                         W = self.weight
                 else:
                     with torch.no_grad():
-                        M = F.normalize(self.means - self.means.mean(0), dim=1)
+                        M = self.means - self.means.mean(0)
+                        if self.mean_norm == "row":
+                            M = F.normalize(M, dim=1)
                         if bool(M.norm() > 0):  # all means equal: no nearest ETF, keep the last one
                             self.weight.copy_(nearest_etf(M)[0])
                     W = self.weight
+        if self.center and bool(self.seen.any()):
+            z = z - self.means[self.seen].mean(0).to(z.dtype)  # the centring bias b = −W μ_G
         return self.scale * z @ W.T
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
-                f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}")
+                f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}, mean_norm={self.mean_norm}, "
+                f"center={self.center}, guide={self.guide}")
 
 
 def make_head(kind: str, in_features: int, num_classes: int, *, bias: bool = True, seed: int = 0, **kw) -> nn.Module:

@@ -116,6 +116,21 @@ def test_results_cache_round_trip(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(a.accuracy, b.accuracy)
 
 
+def test_train_many_in_workers_is_bit_identical_to_training_here(tmp_path, monkeypatch):
+    from nclib.continual import train_many
+
+    monkeypatch.setenv("NCLIB_CACHE", str(tmp_path))
+    cfgs = [_cfg(seed=0), _cfg(seed=1, buffer_fraction=0.0), _cfg(seed=0)]
+    runs = train_many(cfgs, processes=2, progress=False)
+    assert [r.config for r in runs] == cfgs and all(r.from_cache for r in runs)
+    for c, r in zip(cfgs, runs):
+        here = train_class_incremental(c, cache=False, progress=False)
+        for k, v in here.model.state_dict().items():
+            assert torch.equal(v, r.model.state_dict()[k])
+    with pytest.raises(TypeError):
+        train_many([], progress=False)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="buffer_fraction"):
         _cfg(buffer_fraction=2.0)

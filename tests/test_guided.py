@@ -221,3 +221,41 @@ def test_seed_bands_draws_one_line_and_band_per_label():
     assert ax.get_yscale() == "log"
     with pytest.raises(TypeError):
         plots.seed_bands({"a": []})
+
+
+# ----------------------------------------------------------------------------- the authors' options
+def test_auto_rate_is_two_over_t_plus_one_floored():
+    head = NearestETFGuidedClassifier(D, K, momentum="auto", normalize=False)
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(K).repeat(2)
+    want = None
+    for t in range(1, 6):
+        h = torch.randn(2 * K, D, generator=g)
+        head(h, y)
+        bm = torch.stack([h[y == k].mean(0) for k in range(K)])
+        a = max(2.0 / (t + 1), 1e-4)
+        want = bm if want is None else (1 - a) * want + a * bm
+        assert torch.allclose(head.means, want, atol=1e-6)
+    assert int(head.steps) == 5
+    with pytest.raises(ValueError, match="auto"):
+        NearestETFGuidedClassifier(D, K, momentum="fast")
+
+
+def test_frobenius_mean_norm_and_centring_bias_and_fixed_variant():
+    g = torch.Generator().manual_seed(6)
+    y = torch.arange(K).repeat(3)
+    h = torch.randn(3 * K, D, generator=g) + 4.0
+    head = NearestETFGuidedClassifier(D, K, momentum=0.0, normalize=False, mean_norm="frobenius", center=True, scale=1.0)
+    out = head(h, y)
+    M = torch.stack([h[y == k].mean(0) for k in range(K)])
+    ref, _ = geometry.nearest_etf(M.double())  # centring only: the rotation ignores a global scale
+    assert torch.allclose(head.weight.double(), ref, atol=1e-5)
+    assert torch.allclose(out, (h - M.mean(0)) @ head.weight.T, atol=1e-4)
+    fixed = NearestETFGuidedClassifier(D, K, seed=2, momentum=0.0, normalize=False, center=True, guide=False)
+    out = fixed(h, y)
+    assert torch.equal(fixed.weight, geometry.simplex_etf(K, D, seed=2, dtype=torch.float32))
+    assert torch.allclose(out, 10.0 * (h - M.mean(0)) @ fixed.weight.T, atol=1e-4)
+    with pytest.raises(ValueError, match="mean_norm"):
+        NearestETFGuidedClassifier(D, K, mean_norm="l1")
+    with pytest.raises(TypeError, match="center"):
+        NearestETFGuidedClassifier(D, K, center=1)
