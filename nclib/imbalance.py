@@ -402,9 +402,10 @@ class MultiCenterClassifier(nn.Module):
     centres; our construction).
 
     Class directions :math:`e_k` form a unit simplex ETF (seeded rotation); each class gets
-    :math:`f_k` unit centres :math:`c_{kj} = \sin\theta\,e_k + \cos\theta\,v_{kj}` with the
-    :math:`v_{kj}` orthonormal and orthogonal to every :math:`e_k` (needs
-    :math:`D \ge K-1+\sum_k f_k`). The class *target* is the mean of its centres,
+    :math:`f_k` unit centres :math:`c_{kj} = \cos\theta\,e_k + \sin\theta\,v_{kj}` — at angle θ from
+    their class direction — with the :math:`v_{kj}` orthonormal and orthogonal to every :math:`e_k`
+    (needs :math:`D \ge K-1+\sum_k f_k`). (An earlier version had sin and cos swapped, which put the
+    centres 78° from their class direction at θ = 0.2.) The class *target* is the mean of its centres,
     :math:`m_k = \frac1{f_k}\sum_j c_{kj}`, the point features of class k are trained towards
     (``"multicenter_cosine"`` loss).
 
@@ -441,7 +442,7 @@ class MultiCenterClassifier(nn.Module):
         G = G - U.T @ (U @ G)
         V = torch.linalg.qr(G)[0].T                                         # M×D orthonormal, ⊥ span(E)
         owner = torch.arange(K).repeat_interleave(torch.tensor(f))
-        C = math.sin(theta) * E[owner] + math.cos(theta) * V
+        C = math.cos(theta) * E[owner] + math.sin(theta) * V
         T = torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C) / torch.tensor(f, dtype=torch.float64)[:, None]
         self.register_buffer("centers", C.float())
         self.register_buffer("owner", owner)

@@ -131,10 +131,10 @@ def test_multicenter_geometry_and_rules():
     C, own = head.centers.double(), head.owner
     assert C.shape == (10, D) and own.tolist() == [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]
     assert torch.allclose(C.norm(dim=1), torch.ones(10, dtype=torch.float64), atol=1e-6)
-    # the class directions e_k: an ETF; every centre makes angle with cos = sin θ to its e_k
+    # the class directions e_k: an ETF; every centre makes angle θ with its e_k
     E = geometry.simplex_etf(K, D, seed=2)
-    assert torch.allclose((C * E[own]).sum(1), torch.full((10,), math.sin(theta), dtype=torch.float64), atol=1e-6)
-    V = (C - math.sin(theta) * E[own]) / math.cos(theta)
+    assert torch.allclose((C * E[own]).sum(1), torch.full((10,), math.cos(theta), dtype=torch.float64), atol=1e-6)
+    V = (C - math.cos(theta) * E[own]) / math.sin(theta)
     assert torch.allclose(V @ V.T, torch.eye(10, dtype=torch.float64), atol=1e-5)
     assert (V @ E.T).abs().max() < 1e-5
     T = torch.stack([C[own == k].mean(0) for k in range(K)])
