@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 
-from nclib import __version__
 from nclib.data import gaussian_mixture
 from nclib.models import Projected, build
-from nclib.train import TrainConfig, fit
+from nclib.train import TrainConfig, fit, library_fingerprint
 
 TINY = dict(data="gaussian", data_kwargs={"num_classes": 3, "dim": 6, "n_per_class": 40, "n_test_per_class": 20,
                                           "separation": 4.0, "seed": 0},
@@ -18,7 +17,7 @@ TINY = dict(data="gaussian", data_kwargs={"num_classes": 3, "dim": 6, "n_per_cla
 
 def test_new_fields_at_defaults_leave_the_cache_key_unchanged():
     cfg = TrainConfig(epochs=5, lr=0.1)
-    blob = json.dumps({"config": {"epochs": 5, "lr": 0.1}, "nclib": __version__}, sort_keys=True, default=str)
+    blob = json.dumps({"config": {"epochs": 5, "lr": 0.1}, "nclib": library_fingerprint()}, sort_keys=True, default=str)
     assert cfg.key() == hashlib.sha256(blob.encode()).hexdigest()[:20]
     assert cfg.replace(mcr2_eps=math.sqrt(0.5), mcr2_components=20, val_size=0, log_rates=False).key() == cfg.key()
     assert cfg.replace(val_size=10).key() != cfg.key()
