@@ -14,6 +14,7 @@ into each source's first markdown cell (badge) and first code cell (install cell
 """
 import argparse
 import hashlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -23,6 +24,14 @@ import nbformat as nbf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Reader's edition for Colab (issue 14, item 3). While False, the badge (and the book's Colab
+# launch button) open the master notebooks/NN_slug.ipynb, solutions and hidden tests included.
+# Set True and run this script: it then also writes READER_DIR/NN_slug.ipynb — the reader's
+# edition made by book/_ext/exercises.py (hidden tests and otter markers removed, solutions in
+# collapsed cells) — checks them with --check, and points the badge there; the book's extension
+# points the Colab launch button there too.
+COLAB_OPENS_READER_EDITION = False
+READER_DIR = "reader"  # outside notebooks/, so nbval does not collect the reader editions
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 INSTALL_MARK = "# Colab bootstrap"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -40,7 +49,8 @@ def colab_cells(nb_name: str):
     url, branch = repo_info()
     gh = url.split("github.com/")[-1]
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"(https://colab.research.google.com/github/{gh}/blob/{branch}/notebooks/{nb_name})")
+             f"(https://colab.research.google.com/github/{gh}/blob/{branch}/"
+             f"{READER_DIR if COLAB_OPENS_READER_EDITION else 'notebooks'}/{nb_name})")
     install = (f"{INSTALL_MARK}: on Google Colab, install nclib from the repository; elsewhere do nothing.\n"
                "import importlib.util, subprocess, sys\n"
                "try:\n"
@@ -94,6 +104,30 @@ def to_ipynb(nb):
     return out
 
 
+def reader_edition(nb):
+    """The reader's edition of a generated chapter notebook (for Colab): see book/_ext/exercises.py."""
+    spec = importlib.util.spec_from_file_location("_nc_exercises", ROOT / "book" / "_ext" / "exercises.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    out = ex.edition(nb, "reader", target="publish", colab=True)
+    for c in out.cells:  # nbformat cells need ids; keep them stable
+        c.setdefault("id", hashlib.sha1(f"{c.cell_type}\0{c.source}".encode()).hexdigest()[:10])
+    return out
+
+
+def write_reader_edition(nb, dest: Path, check: bool) -> list[str]:
+    """Write (or with ``check`` compare) the reader's edition of ``nb`` at ``dest``."""
+    want = nbf.writes(reader_edition(nb))
+    have = dest.read_text() if dest.exists() else None
+    if have == want:
+        return []
+    if not check:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(want)
+    return [f"{dest.relative_to(dest.parents[1])} is not the reader's edition of its source" if have is not None
+            else f"{dest.name} (reader's edition) is missing"]
+
+
 def sources() -> list[Path]:
     return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
 
@@ -112,6 +146,8 @@ def sync(source: Path, check: bool) -> list[str]:
                         if have is not None else f"{ipynb.name} is missing")
         if not check:
             ipynb.write_text(want)
+    if COLAB_OPENS_READER_EDITION:
+        problems += write_reader_edition(to_ipynb(nb), ROOT / READER_DIR / ipynb.name, check)
     return problems
 
 
