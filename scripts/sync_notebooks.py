@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # edition made by book/_ext/exercises.py (hidden tests and otter markers removed, solutions in
 # collapsed cells) — checks them with --check, and points the badge there; the book's extension
 # points the Colab launch button there too.
-COLAB_OPENS_READER_EDITION = False
+COLAB_OPENS_READER_EDITION = True
 READER_DIR = "reader"  # outside notebooks/, so nbval does not collect the reader editions
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 INSTALL_MARK = "# Colab bootstrap"

@@ -28,7 +28,7 @@ def test_every_chapter_is_a_myst_notebook():
 def test_a_hand_edit_of_a_generated_notebook_is_detected(tmp_path):
     import shutil
 
-    for p in ("scripts", "notebooks"):
+    for p in ("scripts", "notebooks", "reader", "book/_ext"):
         shutil.copytree(ROOT / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     nb = next((tmp_path / "notebooks").glob("01_*.ipynb"))
