@@ -397,12 +397,10 @@ def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> 
     of torch threads as this one — the loop is seeded by the config alone, so each run is
     bit-identical to training it here — then all runs are read back from the cache, in order.
     ``processes`` defaults to ``$NCLIB_PROCS`` or the CPU count; 1 (or CUDA) trains here."""
-    import subprocess
     import sys
-    import tempfile
 
     from .profiles import default_device
-    from .train import cache_dir, processes_default
+    from .train import cache_dir, processes_default, run_workers
 
     cfgs = list(cfgs)
     if not cfgs or not all(isinstance(c, ContinualConfig) for c in cfgs):
@@ -418,24 +416,10 @@ def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> 
         seen.add(k)
     if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
         cmd = [sys.executable, "-c", "from nclib.continual import _train_in_child; _train_in_child()"]
-        threads, pending, running, failed = torch.get_num_threads(), list(todo), [], []
-        while pending or running:
-            while pending and len(running) < min(procs, len(todo)):
-                c = pending.pop(0)
-                log = tempfile.TemporaryFile(mode="w+")
-                p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, text=True)
-                p.stdin.write(json.dumps({"config": dataclasses.asdict(c), "threads": threads}, default=str))
-                p.stdin.close()
-                running.append((c, p, log))
-            c, p, log = running.pop(0)
-            if p.wait() != 0:
-                log.seek(0)
-                failed.append((c, log.read()))
-            log.close()
-        if failed:
-            c, err = failed[0]
-            raise RuntimeError(f"train_many: {len(failed)} worker(s) failed; the first (seed {c.seed}, "
-                               f"buffer {c.buffer_fraction}) said:\n{err[-3000:]}")
+        threads = torch.get_num_threads()
+        jobs = [(f"seed {c.seed}, buffer {c.buffer_fraction}", {"config": dataclasses.asdict(c), "threads": threads})
+                for c in todo]
+        run_workers(cmd, jobs, min(procs, len(todo)), progress=progress, what="train_many")
     return [train_class_incremental(c, progress=progress) for c in cfgs]
 
 

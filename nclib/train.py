@@ -695,30 +695,31 @@ def _worker_command() -> list[str]:
     return [sys.executable, "-c", "from nclib.train import _fit_in_child; _fit_in_child()"]
 
 
-def _train_in_workers(todo, keep, procs: int, progress: bool) -> None:
-    cmd = _worker_command()
-    threads = torch.get_num_threads()
-    bar = _pbar(len(todo), progress, "runs (parallel)")
-    pending, running, failed = list(todo), [], []
+def run_workers(cmd: list[str], jobs: list[tuple[str, dict]], procs: int, *, progress: bool, what: str) -> None:
+    """Run ``cmd`` once per job, at most ``procs`` at a time, each reading its job (a JSON
+    object) on stdin; raise ``RuntimeError`` naming the first failed job (``(label, payload)``)
+    with the end of its stderr. Shared by :func:`fit_many` and ``continual.train_many``."""
+    bar = _pbar(len(jobs), progress, "runs (parallel)")
+    pending, running, failed = list(jobs), [], []
     while pending or running:
         while pending and len(running) < procs:
-            c = pending.pop(0)
+            label, payload = pending.pop(0)
             log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, text=True)
-            p.stdin.write(json.dumps({"config": c.to_dict(), "keep_states": keep, "threads": threads}, default=list))
+            p.stdin.write(json.dumps(payload, default=str))
             p.stdin.close()
-            running.append((c, p, log))
-        c, p, log = running.pop(0)
+            running.append((label, p, log))
+        label, p, log = running.pop(0)
         rc = p.wait()
         log.seek(0)
         if rc != 0:
-            failed.append((c, log.read()))
+            failed.append((label, log.read()))
         log.close()
         bar.update(1)
     bar.close()
     if failed:
-        c, err = failed[0]
-        raise RuntimeError(f"fit_many: {len(failed)} worker(s) failed; the first (seed {c.seed}) said:\n{err[-3000:]}")
+        label, err = failed[0]
+        raise RuntimeError(f"{what}: {len(failed)} worker(s) failed; the first ({label}) said:\n{err[-3000:]}")
 
 
 def fit_many(cfgs, *, processes: int | None = None, progress: bool = True, keep_states=()) -> list[Run]:
@@ -745,7 +746,9 @@ def fit_many(cfgs, *, processes: int | None = None, progress: bool = True, keep_
             todo.append(c)
         seen.add(k)
     if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
-        _train_in_workers(todo, keep, min(procs, len(todo)), progress)
+        threads = torch.get_num_threads()
+        jobs = [(f"seed {c.seed}", {"config": c.to_dict(), "keep_states": keep, "threads": threads}) for c in todo]
+        run_workers(_worker_command(), jobs, min(procs, len(todo)), progress=progress, what="fit_many")
     return [fit(c, progress=progress, keep_states=keep) for c in cfgs]
 
 
