@@ -24,12 +24,11 @@ import nbformat as nbf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# Reader's edition for Colab (issue 14, item 3). While False, the badge (and the book's Colab
-# launch button) open the master notebooks/NN_slug.ipynb, solutions and hidden tests included.
-# Set True and run this script: it then also writes READER_DIR/NN_slug.ipynb — the reader's
-# edition made by book/_ext/exercises.py (hidden tests and otter markers removed, solutions in
-# collapsed cells) — checks them with --check, and points the badge there; the book's extension
-# points the Colab launch button there too.
+# Reader's edition for Colab. While True, this script also writes READER_DIR/NN_slug.ipynb — the
+# reader's edition made by book/_ext/exercises.py (hidden tests and otter markers removed,
+# solutions in collapsed cells) — checks them with --check, and points the Colab badge there; the
+# book's extension points the Colab launch button there too. Set False and the badge opens the
+# master notebooks/NN_slug.ipynb (solutions and hidden tests included).
 COLAB_OPENS_READER_EDITION = True
 READER_DIR = "reader"  # outside notebooks/, so nbval does not collect the reader editions
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")

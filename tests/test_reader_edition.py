@@ -150,7 +150,7 @@ def test_sync_writes_reader_editions_when_switched_on(tmp_path, monkeypatch):
     sspec = importlib.util.spec_from_file_location("sync_notebooks", ROOT / "scripts" / "sync_notebooks.py")
     sync = importlib.util.module_from_spec(sspec)
     sspec.loader.exec_module(sync)
-    assert sync.COLAB_OPENS_READER_EDITION is False  # flipped by the coordinator, with a regeneration
+    monkeypatch.setattr(sync, "COLAB_OPENS_READER_EDITION", False)
     assert "/notebooks/01_x.ipynb" in sync.colab_cells("01_x.ipynb")[0]
     monkeypatch.setattr(sync, "COLAB_OPENS_READER_EDITION", True)
     assert f"/{sync.READER_DIR}/01_x.ipynb" in sync.colab_cells("01_x.ipynb")[0]
