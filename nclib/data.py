@@ -197,7 +197,7 @@ def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100
     _check_sizes(num_classes=num_classes, dim=dim, n_per_class=n_per_class, n_test_per_class=n_test_per_class)
     _check_seed(seed)
     if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
+        raise ValueError(f"num_classes must be ≥ 2, got {num_classes}")
     for name, v in (("noise", noise), ("separation", separation)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{name} must be a number, got {type(v).__name__}")
@@ -263,7 +263,7 @@ def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: 
                  latent_dim=latent_dim, input_dim=input_dim, hidden=hidden, nuisance_dim=nuisance_dim)
     _check_seed(seed)
     if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
+        raise ValueError(f"num_classes must be ≥ 2, got {num_classes}")
     if isinstance(class_offset, bool) or not isinstance(class_offset, (int, np.integer)):
         raise TypeError(f"class_offset must be an int, got {type(class_offset).__name__}")
     if class_offset < 0 or seed < 0:
@@ -396,7 +396,7 @@ def long_tail_counts(num_classes: int, n_max: int, ratio: float, kind: str = "st
     """
     _check_sizes(num_classes=num_classes, n_max=n_max)
     if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got num_classes={num_classes}")
+        raise ValueError(f"num_classes must be ≥ 2, got {num_classes}")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)):
         raise TypeError(f"ratio must be a real number, got {type(ratio).__name__}")
     ratio = float(ratio)

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import _validate as _v
+
 __all__ = ["simplex_etf", "etf_coordinates", "nearest_etf", "distance_to_nearest_etf", "random_orthonormal",
            "margins", "margin_scale", "normalized_margins", "etf_margin", "classifier_cosine", "max_margin_classifier"]
 
@@ -38,8 +40,10 @@ def _generator(seed) -> torch.Generator:
 
 def random_orthonormal(rows: int, cols: int, *, seed=0, dtype=torch.float64) -> Tensor:
     """A rows×cols matrix with orthonormal rows (rows ≤ cols), Haar-distributed, from ``seed``."""
+    rows = _v.integer(rows, "rows", lo=1)
+    cols = _v.integer(cols, "cols", lo=1)
     if rows > cols:
-        raise ValueError(f"need rows ≤ cols for orthonormal rows, got {rows}×{cols}")
+        raise ValueError(f"rows must be ≤ cols for orthonormal rows, got rows={rows}, cols={cols}")
     g = _generator(seed)
     A = torch.randn(cols, rows, generator=g, dtype=torch.float64)
     Q, R = torch.linalg.qr(A)
@@ -67,6 +71,7 @@ def simplex_etf(K: int, D: int | None = None, *, seed=0, scale: float = 1.0, dty
     """
     D = K if D is None else D
     _check_kd(K, D)
+    scale = _v.real(scale, "scale")
     C = etf_coordinates(K)  # K × (K-1)
     if seed is None:
         R = torch.eye(K - 1, D, dtype=torch.float64)

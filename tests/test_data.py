@@ -157,7 +157,7 @@ def test_gaussian_mixture_seed_and_noise():
 
 
 def test_gaussian_mixture_errors():
-    with pytest.raises(ValueError, match="at least 2 classes"):
+    with pytest.raises(ValueError, match="num_classes must be ≥ 2"):
         D.gaussian_mixture(1, 4)
     with pytest.raises(ValueError, match="dim must be positive"):
         D.gaussian_mixture(3, 0)

@@ -84,7 +84,7 @@ def test_etf_coordinates_and_random_orthonormal():
     assert torch.allclose(Q @ Q.T, torch.eye(3, dtype=F64), atol=1e-12)
     assert torch.equal(Q, random_orthonormal(3, 7, seed=4))
     assert not torch.allclose(Q, random_orthonormal(3, 7, seed=5))
-    with pytest.raises(ValueError, match="rows ≤ cols"):
+    with pytest.raises(ValueError, match="rows must be ≤ cols"):
         random_orthonormal(4, 3)
 
 
