@@ -18,8 +18,7 @@ __all__ = ["__version__", "setup_notebook", "seed_family", *_SUBMODULES]
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name in ("setup_notebook", "seed_family"):
-        from . import profiles
-
-        return getattr(profiles, name)
+    if name in ("setup_notebook", "seed_family"):  # lazily, like the submodules: profiles imports
+        # __version__ from this package, so a static import here would close a circle
+        return getattr(importlib.import_module(".profiles", __name__), name)
     raise AttributeError(f"module 'nclib' has no attribute {name!r}")

@@ -12,26 +12,29 @@ labels :math:`y_i`, class counts :math:`n_k`, priors :math:`\pi_k = n_k/N`, clas
 * **Losses** — :func:`logit_adjusted_loss` (Menon et al. 2021), :func:`class_balanced_loss`
   (inverse-frequency / effective-number weights), :func:`dot_regression_loss` (Yang et al. 2022),
   :func:`cosine_alignment_loss` (the multi-center cosine loss and the space-alignment regulariser).
-  They are registered by name in :data:`LOSSES`, which :func:`nclib.train.fit` consults for any
-  ``TrainConfig.loss`` other than ``"ce"``/``"mse"`` (arguments in ``TrainConfig.loss_kwargs``).
-* **Heads** — :class:`MultiCenterClassifier`: a frozen classifier with several centres per class
-  (more for rarer classes) and the generalised (max-over-centres) decision rule;
-  ``make_head("multicenter", ...)``. The frozen simplex ETF is
-  :class:`nclib.models.FixedETFClassifier`.
+  They live in :mod:`nclib.losses`, registered by name in :data:`nclib.losses.LOSSES`, which
+  :func:`nclib.train.fit` consults for any ``TrainConfig.loss`` other than ``"ce"``/``"mse"``/``"mcr2"``
+  (arguments in ``TrainConfig.loss_kwargs``); they are re-exported here under their old names.
+* **Heads** — :func:`centers_per_class` for :class:`nclib.models.MultiCenterClassifier` (re-exported
+  here): a frozen classifier with several centres per class (more for rarer classes) and the
+  generalised (max-over-centres) decision rule; ``make_head("multicenter", ...)``. The frozen
+  simplex ETF is :class:`nclib.models.FixedETFClassifier`.
 * **Simulation** — :func:`imbalanced_ufm`: the unconstrained-features model with imbalanced
   classes, reduced exactly to one free feature per class, solved by L-BFGS.
 """
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .losses import (LOSSES, LossSpec, _counts, _labels, _real, _tensor, class_balanced_loss,  # noqa: F401
+                     class_balanced_weights, class_priors, cosine_alignment_loss, dot_regression_loss,
+                     logit_adjusted_loss, register_loss)
+from .models import MultiCenterClassifier  # noqa: F401  (re-exported: it lived here)
 
 __all__ = [
     "pairwise_cosines",
@@ -55,53 +58,6 @@ __all__ = [
     "METHODS",
     "long_tail_recipe",
 ]
-
-
-# ----------------------------------------------------------------------------- validation
-def _tensor(x, name: str, ndim: int | None = None, floating: bool = True) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if floating and not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    return x
-
-
-def _labels(labels, n: int, K: int, what: str) -> Tensor:
-    labels = _tensor(labels, "labels", 1, floating=False)
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if labels.shape[0] != n:
-        raise ValueError(f"labels must have one entry per row of {what}: {labels.shape[0]} vs {n}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= K):
-        raise ValueError(f"labels out of range [{int(labels.min())}, {int(labels.max())}] for {K} classes")
-    return labels.long()
-
-
-def _counts(counts, K: int | None = None) -> Tensor:
-    if isinstance(counts, Tensor):
-        c = counts.detach().to(torch.float64).flatten()
-    elif isinstance(counts, (list, tuple, np.ndarray)):
-        c = torch.as_tensor(np.asarray(counts, dtype=np.float64))
-    else:
-        raise TypeError(f"counts must be a sequence or tensor of class counts, got {type(counts).__name__}")
-    if c.ndim != 1 or c.numel() < 2:
-        raise ValueError(f"counts must list at least 2 class counts, got shape {tuple(c.shape)}")
-    if not torch.isfinite(c).all() or (c <= 0).any():
-        raise ValueError(f"class counts must be positive and finite, got {c.tolist()}")
-    if K is not None and c.numel() != K:
-        raise ValueError(f"counts has {c.numel()} entries but there are {K} classes")
-    return c
-
-
-def _real(v, name: str, lo: float | None = None, lo_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)):
-        raise ValueError(f"{name} must be finite and {'>' if lo_open else '≥'} {lo}, got {v}")
-    return v
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -243,140 +199,6 @@ def long_tail_summary(model: nn.Module, data, minority, *, batch_size: int = 409
     }
 
 
-# ----------------------------------------------------------------------------- losses
-def class_priors(counts) -> Tensor:
-    r"""Class priors :math:`\pi_k = n_k / \sum_j n_j` (float64)."""
-    c = _counts(counts)
-    return c / c.sum()
-
-
-def logit_adjusted_loss(logits: Tensor, labels: Tensor, counts, *, tau: float = 1.0) -> Tensor:
-    r"""Logit-adjusted cross-entropy (Menon et al. 2021, the loss form):
-
-    .. math:: \ell(z, y) = -\log\frac{e^{z_y + \tau\log\pi_y}}{\sum_k e^{z_k + \tau\log\pi_k}}.
-
-    Training adds the log-priors to the logits; prediction uses the *plain* logits
-    :math:`\arg\max_k z_k`, which then estimates the balanced-error Bayes rule. With equal counts
-    (or τ = 0) it is the ordinary cross-entropy. Mean over the batch.
-    """
-    logits = _tensor(logits, "logits", 2)
-    K = logits.shape[1]
-    y = _labels(labels, logits.shape[0], K, "logits")
-    tau = _real(tau, "tau", 0.0)
-    logp = torch.log(class_priors(_counts(counts, K))).to(logits)
-    return F.cross_entropy(logits + tau * logp, y.to(logits.device))
-
-
-def class_balanced_weights(counts, *, beta: float | None = None) -> Tensor:
-    r"""Per-class loss weights, normalised to :math:`\sum_k w_k = K`:
-
-    * ``beta=None``: inverse frequency, :math:`w_k \propto 1/n_k`;
-    * ``0 ≤ beta < 1``: the "effective number" weights of Cui et al. (2019),
-      :math:`w_k \propto (1-\beta)/(1-\beta^{n_k})` (β = 0 gives equal weights; β → 1 inverse frequency).
-    """
-    c = _counts(counts)
-    if beta is None:
-        w = 1.0 / c
-    else:
-        beta = _real(beta, "beta", 0.0)
-        if beta >= 1:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        w = (1.0 - beta) / (1.0 - beta ** c)
-    return w * c.numel() / w.sum()
-
-
-def class_balanced_loss(logits: Tensor, labels: Tensor, counts, *, beta: float | None = None) -> Tensor:
-    r"""Class-balanced (re-weighted) cross-entropy:
-    :math:`\sum_i w_{y_i}\,\mathrm{CE}(z_i, y_i) / \sum_i w_{y_i}` with
-    :func:`class_balanced_weights` — each class contributes as if the batch were balanced.
-    Equal counts give the ordinary cross-entropy."""
-    logits = _tensor(logits, "logits", 2)
-    K = logits.shape[1]
-    y = _labels(labels, logits.shape[0], K, "logits")
-    w = class_balanced_weights(_counts(counts, K), beta=beta).to(logits)
-    return F.cross_entropy(logits, y.to(logits.device), weight=w)
-
-
-def _row_cosines(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
-    H = _tensor(features, "features", 2)
-    W = _tensor(W, "W", 2)
-    if W.shape[1] != H.shape[1]:
-        raise ValueError(f"W must be K×D with D = {H.shape[1]} (the feature dimension), got {tuple(W.shape)}")
-    y = _labels(labels, H.shape[0], W.shape[0], "features").to(H.device)
-    return F.cosine_similarity(H, W.to(H)[y], dim=1, eps=1e-12)
-
-
-def dot_regression_loss(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
-    r"""Dot-regression loss of Yang et al. (2022) for a fixed (ETF) classifier and normalised features:
-
-    .. math:: \ell(h, y) = \tfrac12\big(\cos(h, w_y) - 1\big)^2,
-
-    their :math:`\frac1{2E_WE_H}(w_y^\top h - E_WE_H)^2` with :math:`\lVert h\rVert = E_H`,
-    :math:`\lVert w_y\rVert = E_W`, divided by the constant :math:`E_WE_H`. Only the true class's
-    row enters: no other classifier row pushes the feature, so majority classes cannot push the
-    minority features around through the loss. Zero exactly when :math:`h` points along
-    :math:`w_y`. Mean over the batch.
-    """
-    return 0.5 * (_row_cosines(features, labels, W) - 1.0).pow(2).mean()
-
-
-def cosine_alignment_loss(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
-    r""":math:`\ell(h, y) = 1 - \cos(h, w_y)`, mean over the batch: 0 when every feature points
-    along its class's row of W, 2 when opposite. With W the class targets of a
-    :class:`MultiCenterClassifier` it is our form of the *cosine loss* of neural collapse to
-    multiple centres; with W a learnable classifier it is the feature–classifier *space alignment*
-    regulariser (used with ``"ce_align"``)."""
-    return (1.0 - _row_cosines(features, labels, W)).mean()
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """A training loss for :func:`nclib.train.fit`: ``fn(logits, labels, K, features=..., classifier=..., **kw)``.
-    ``needs_features``: the loop captures the penultimate features (the classifier's input)."""
-
-    fn: Callable
-    needs_features: bool = False
-    doc: str = ""
-
-
-def _ce_align(logits, labels, K, *, features, classifier, alpha: float = 1.0, counts=None, tau: float = 1.0):
-    base = (F.cross_entropy(logits, labels) if counts is None
-            else logit_adjusted_loss(logits, labels, counts, tau=tau))
-    return base + _real(alpha, "alpha", 0.0) * cosine_alignment_loss(features, labels, classifier.weight)
-
-
-def _head_targets(classifier) -> Tensor:
-    t = getattr(classifier, "targets", None)
-    if t is None:
-        raise TypeError("the 'multicenter_cosine' loss needs a MultiCenterClassifier head "
-                        "(model_kwargs={'head': 'multicenter', ...})")
-    return t
-
-
-LOSSES: dict[str, LossSpec] = {
-    "logit_adjusted": LossSpec(lambda z, y, K, counts, tau=1.0, **_: logit_adjusted_loss(z, y, counts, tau=tau),
-                               doc="cross-entropy on logits + τ log π (Menon et al. 2021); kwargs counts, tau"),
-    "class_balanced": LossSpec(lambda z, y, K, counts, beta=None, **_: class_balanced_loss(z, y, counts, beta=beta),
-                               doc="re-weighted cross-entropy; kwargs counts, beta"),
-    "dot_regression": LossSpec(lambda z, y, K, *, features, classifier, **_: dot_regression_loss(
-        features, y, classifier.weight), needs_features=True, doc="½(cos(h, w_y) − 1)² (Yang et al. 2022)"),
-    "multicenter_cosine": LossSpec(lambda z, y, K, *, features, classifier, **_: cosine_alignment_loss(
-        features, y, _head_targets(classifier)), needs_features=True,
-        doc="1 − cos(h, mean of the class's centres) for a MultiCenterClassifier head"),
-    "ce_align": LossSpec(_ce_align, needs_features=True,
-                         doc="cross-entropy (logit-adjusted when counts are given) + α(1 − cos(h, w_y)); kwargs alpha, counts, tau"),
-}
-
-
-def register_loss(name: str, spec: LossSpec) -> None:
-    """Add a named loss for :func:`nclib.train.fit` (``TrainConfig(loss=name, loss_kwargs=...)``)."""
-    if not isinstance(name, str) or not name or name in ("ce", "mse"):
-        raise ValueError(f"loss name must be a new non-empty string other than 'ce'/'mse', got {name!r}")
-    if not isinstance(spec, LossSpec):
-        raise TypeError(f"spec must be a LossSpec, got {type(spec).__name__}")
-    LOSSES[name] = spec
-
-
 # ----------------------------------------------------------------------------- multi-center head
 def centers_per_class(counts, f_max: int) -> list[int]:
     r"""How many centres each class gets: rarer classes get more,
@@ -395,81 +217,6 @@ def centers_per_class(counts, f_max: int) -> list[int]:
         return [1] * c.numel()
     t = torch.log(hi / c) / math.log(hi / lo)
     return [int(1 + round((f_max - 1) * float(v))) for v in t]
-
-
-class MultiCenterClassifier(nn.Module):
-    r"""A frozen classifier with :math:`f_k` centres for class k (neural collapse to multiple
-    centres; our construction).
-
-    Class directions :math:`e_k` form a unit simplex ETF (seeded rotation); each class gets
-    :math:`f_k` unit centres :math:`c_{kj} = \cos\theta\,e_k + \sin\theta\,v_{kj}` — at angle θ from
-    their class direction — with the :math:`v_{kj}` orthonormal and orthogonal to every :math:`e_k`
-    (needs :math:`D \ge K-1+\sum_k f_k`). (An earlier version had sin and cos swapped, which put the
-    centres 78° from their class direction at θ = 0.2.) The class *target* is the mean of its centres,
-    :math:`m_k = \frac1{f_k}\sum_j c_{kj}`, the point features of class k are trained towards
-    (``"multicenter_cosine"`` loss).
-
-    ``forward(h)`` returns ``scale`` × the scores of ``rule``:
-
-    * ``"max"`` — the generalised classification rule: :math:`s_k(h) = \max_j\cos(h, c_{kj})`;
-      a class with more centres owns a wider region of directions;
-    * ``"mean"`` — :math:`s_k(h) = \cos(h, m_k)`, the nearest target by angle.
-
-    ``weight`` (K×D buffer) holds the unit targets :math:`m_k/\lVert m_k\rVert`, so a linear read-out
-    :math:`\arg\max_k\langle w_k, h\rangle` is exactly the ``"mean"`` rule (what
-    :func:`nclib.metrics.measure` evaluates). No trainable parameters.
-    """
-
-    def __init__(self, in_features: int, num_classes: int, *, centers=None, theta: float = 0.2,
-                 rule: str = "max", scale: float = 1.0, seed: int = 0):
-        super().__init__()
-        from .geometry import simplex_etf
-
-        K, D = int(num_classes), int(in_features)
-        f = [1] * K if centers is None else [int(c) for c in centers]
-        if len(f) != K or min(f) < 1:
-            raise ValueError(f"centers must give a positive count for each of the {K} classes, got {centers}")
-        M = sum(f)
-        if D < K - 1 + M:
-            raise ValueError(f"{M} centres around a {K}-class ETF need feature dimension ≥ {K - 1 + M}, got {D}")
-        if rule not in ("max", "mean"):
-            raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
-        theta = _real(theta, "theta")
-        E = simplex_etf(K, D, seed=seed)                                   # K×D unit rows
-        U = torch.linalg.svd(E, full_matrices=False)[2][:K - 1]            # basis of span(E)
-        g = torch.Generator().manual_seed(int(seed) + 1)
-        G = torch.randn(D, M, generator=g, dtype=torch.float64)
-        G = G - U.T @ (U @ G)
-        V = torch.linalg.qr(G)[0].T                                         # M×D orthonormal, ⊥ span(E)
-        owner = torch.arange(K).repeat_interleave(torch.tensor(f))
-        C = math.cos(theta) * E[owner] + math.sin(theta) * V
-        T = torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C) / torch.tensor(f, dtype=torch.float64)[:, None]
-        self.register_buffer("centers", C.float())
-        self.register_buffer("owner", owner)
-        self.register_buffer("targets", T.float())
-        self.register_buffer("weight", F.normalize(T, dim=1).float())
-        self.bias = None
-        self.rule, self.scale, self.theta = rule, float(scale), theta
-        self.in_features, self.out_features, self.num_centers = D, K, f
-
-    def scores(self, h: Tensor, rule: str | None = None) -> Tensor:
-        """Unscaled class scores (N×K) under ``rule`` (default: the head's)."""
-        rule = self.rule if rule is None else rule
-        hn = F.normalize(h, dim=1)
-        if rule == "mean":
-            return hn @ self.weight.T
-        if rule != "max":
-            raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
-        s = hn @ self.centers.T                                             # N×M cosines
-        out = torch.full((h.shape[0], self.out_features), -2.0, dtype=s.dtype, device=s.device)
-        return out.scatter_reduce(1, self.owner.expand(h.shape[0], -1), s, reduce="amax")
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.scale * self.scores(h)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, centers={self.num_centers}, "
-                f"theta={self.theta:g}, rule={self.rule!r}, scale={self.scale:g}")
 
 
 # ----------------------------------------------------------------------------- UFM simulation

@@ -1,5 +1,10 @@
 r"""Losses and the coding-rate quantities of MCR² (maximal coding rate reduction).
 
+The training-loss registry also lives here: :data:`LOSSES` maps a name to a :class:`LossSpec`
+(the long-tail losses of chapter 6: logit adjustment, class-balanced re-weighting, dot regression,
+the multi-centre cosine loss, cross-entropy with space alignment), which :func:`nclib.train.fit`
+uses for any ``TrainConfig.loss`` other than ``"ce"``/``"mse"``/``"mcr2"``; :func:`register_loss` adds one.
+
 Notation (features are **rows**, as everywhere in nclib): ``Z`` is n×d, one feature
 :math:`z_i \in \mathbb R^d` per row, labels :math:`y_i \in \{0..K-1\}`, :math:`Z_j` the
 :math:`n_j \times d` block of rows of class j.
@@ -41,7 +46,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +62,15 @@ __all__ = [
     "RateReduction",
     "MCR2Loss",
     "mse_onehot_loss",
+    "class_priors",
+    "logit_adjusted_loss",
+    "class_balanced_weights",
+    "class_balanced_loss",
+    "dot_regression_loss",
+    "cosine_alignment_loss",
+    "LossSpec",
+    "LOSSES",
+    "register_loss",
 ]
 
 _ROUTES = ("auto", "dd", "nn")
@@ -323,3 +340,184 @@ def mse_onehot_loss(logits: Tensor, labels: Tensor, num_classes: int, scale: flo
     scale = _check_positive(scale, "scale")
     target = F.one_hot(labels.to(device=logits.device, dtype=torch.long), num_classes).to(logits.dtype) * scale
     return 0.5 * ((logits - target) ** 2).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- the loss registry (chapter 6)
+# validation of the long-tail losses (also used by nclib.imbalance)
+def _tensor(x, name: str, ndim: int | None = None, floating: bool = True) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    if floating and not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    return x
+
+
+def _labels(labels, n: int, K: int, what: str) -> Tensor:
+    labels = _tensor(labels, "labels", 1, floating=False)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have one entry per row of {what}: {labels.shape[0]} vs {n}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= K):
+        raise ValueError(f"labels out of range [{int(labels.min())}, {int(labels.max())}] for {K} classes")
+    return labels.long()
+
+
+def _counts(counts, K: int | None = None) -> Tensor:
+    if isinstance(counts, Tensor):
+        c = counts.detach().to(torch.float64).flatten()
+    elif isinstance(counts, (list, tuple, np.ndarray)):
+        c = torch.as_tensor(np.asarray(counts, dtype=np.float64))
+    else:
+        raise TypeError(f"counts must be a sequence or tensor of class counts, got {type(counts).__name__}")
+    if c.ndim != 1 or c.numel() < 2:
+        raise ValueError(f"counts must list at least 2 class counts, got shape {tuple(c.shape)}")
+    if not torch.isfinite(c).all() or (c <= 0).any():
+        raise ValueError(f"class counts must be positive and finite, got {c.tolist()}")
+    if K is not None and c.numel() != K:
+        raise ValueError(f"counts has {c.numel()} entries but there are {K} classes")
+    return c
+
+
+def _real(v, name: str, lo: float | None = None, lo_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)):
+        raise ValueError(f"{name} must be finite and {'>' if lo_open else '≥'} {lo}, got {v}")
+    return v
+
+
+def class_priors(counts) -> Tensor:
+    r"""Class priors :math:`\pi_k = n_k / \sum_j n_j` (float64)."""
+    c = _counts(counts)
+    return c / c.sum()
+
+
+def logit_adjusted_loss(logits: Tensor, labels: Tensor, counts, *, tau: float = 1.0) -> Tensor:
+    r"""Logit-adjusted cross-entropy (Menon et al. 2021, the loss form):
+
+    .. math:: \ell(z, y) = -\log\frac{e^{z_y + \tau\log\pi_y}}{\sum_k e^{z_k + \tau\log\pi_k}}.
+
+    Training adds the log-priors to the logits; prediction uses the *plain* logits
+    :math:`\arg\max_k z_k`, which then estimates the balanced-error Bayes rule. With equal counts
+    (or τ = 0) it is the ordinary cross-entropy. Mean over the batch.
+    """
+    logits = _tensor(logits, "logits", 2)
+    K = logits.shape[1]
+    y = _labels(labels, logits.shape[0], K, "logits")
+    tau = _real(tau, "tau", 0.0)
+    logp = torch.log(class_priors(_counts(counts, K))).to(logits)
+    return F.cross_entropy(logits + tau * logp, y.to(logits.device))
+
+
+def class_balanced_weights(counts, *, beta: float | None = None) -> Tensor:
+    r"""Per-class loss weights, normalised to :math:`\sum_k w_k = K`:
+
+    * ``beta=None``: inverse frequency, :math:`w_k \propto 1/n_k`;
+    * ``0 ≤ beta < 1``: the "effective number" weights of Cui et al. (2019),
+      :math:`w_k \propto (1-\beta)/(1-\beta^{n_k})` (β = 0 gives equal weights; β → 1 inverse frequency).
+    """
+    c = _counts(counts)
+    if beta is None:
+        w = 1.0 / c
+    else:
+        beta = _real(beta, "beta", 0.0)
+        if beta >= 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        w = (1.0 - beta) / (1.0 - beta ** c)
+    return w * c.numel() / w.sum()
+
+
+def class_balanced_loss(logits: Tensor, labels: Tensor, counts, *, beta: float | None = None) -> Tensor:
+    r"""Class-balanced (re-weighted) cross-entropy:
+    :math:`\sum_i w_{y_i}\,\mathrm{CE}(z_i, y_i) / \sum_i w_{y_i}` with
+    :func:`class_balanced_weights` — each class contributes as if the batch were balanced.
+    Equal counts give the ordinary cross-entropy."""
+    logits = _tensor(logits, "logits", 2)
+    K = logits.shape[1]
+    y = _labels(labels, logits.shape[0], K, "logits")
+    w = class_balanced_weights(_counts(counts, K), beta=beta).to(logits)
+    return F.cross_entropy(logits, y.to(logits.device), weight=w)
+
+
+def _row_cosines(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
+    H = _tensor(features, "features", 2)
+    W = _tensor(W, "W", 2)
+    if W.shape[1] != H.shape[1]:
+        raise ValueError(f"W must be K×D with D = {H.shape[1]} (the feature dimension), got {tuple(W.shape)}")
+    y = _labels(labels, H.shape[0], W.shape[0], "features").to(H.device)
+    return F.cosine_similarity(H, W.to(H)[y], dim=1, eps=1e-12)
+
+
+def dot_regression_loss(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
+    r"""Dot-regression loss of Yang et al. (2022) for a fixed (ETF) classifier and normalised features:
+
+    .. math:: \ell(h, y) = \tfrac12\big(\cos(h, w_y) - 1\big)^2,
+
+    their :math:`\frac1{2E_WE_H}(w_y^\top h - E_WE_H)^2` with :math:`\lVert h\rVert = E_H`,
+    :math:`\lVert w_y\rVert = E_W`, divided by the constant :math:`E_WE_H`. Only the true class's
+    row enters: no other classifier row pushes the feature, so majority classes cannot push the
+    minority features around through the loss. Zero exactly when :math:`h` points along
+    :math:`w_y`. Mean over the batch.
+    """
+    return 0.5 * (_row_cosines(features, labels, W) - 1.0).pow(2).mean()
+
+
+def cosine_alignment_loss(features: Tensor, labels: Tensor, W: Tensor) -> Tensor:
+    r""":math:`\ell(h, y) = 1 - \cos(h, w_y)`, mean over the batch: 0 when every feature points
+    along its class's row of W, 2 when opposite. With W the class targets of a
+    :class:`MultiCenterClassifier` it is our form of the *cosine loss* of neural collapse to
+    multiple centres; with W a learnable classifier it is the feature–classifier *space alignment*
+    regulariser (used with ``"ce_align"``)."""
+    return (1.0 - _row_cosines(features, labels, W)).mean()
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A training loss for :func:`nclib.train.fit`: ``fn(logits, labels, K, features=..., classifier=..., **kw)``.
+    ``needs_features``: the loop captures the penultimate features (the classifier's input)."""
+
+    fn: Callable
+    needs_features: bool = False
+    doc: str = ""
+
+
+def _ce_align(logits, labels, K, *, features, classifier, alpha: float = 1.0, counts=None, tau: float = 1.0):
+    base = (F.cross_entropy(logits, labels) if counts is None
+            else logit_adjusted_loss(logits, labels, counts, tau=tau))
+    return base + _real(alpha, "alpha", 0.0) * cosine_alignment_loss(features, labels, classifier.weight)
+
+
+def _head_targets(classifier) -> Tensor:
+    t = getattr(classifier, "targets", None)
+    if t is None:
+        raise TypeError("the 'multicenter_cosine' loss needs a MultiCenterClassifier head "
+                        "(model_kwargs={'head': 'multicenter', ...})")
+    return t
+
+
+LOSSES: dict[str, LossSpec] = {
+    "logit_adjusted": LossSpec(lambda z, y, K, counts, tau=1.0, **_: logit_adjusted_loss(z, y, counts, tau=tau),
+                               doc="cross-entropy on logits + τ log π (Menon et al. 2021); kwargs counts, tau"),
+    "class_balanced": LossSpec(lambda z, y, K, counts, beta=None, **_: class_balanced_loss(z, y, counts, beta=beta),
+                               doc="re-weighted cross-entropy; kwargs counts, beta"),
+    "dot_regression": LossSpec(lambda z, y, K, *, features, classifier, **_: dot_regression_loss(
+        features, y, classifier.weight), needs_features=True, doc="½(cos(h, w_y) − 1)² (Yang et al. 2022)"),
+    "multicenter_cosine": LossSpec(lambda z, y, K, *, features, classifier, **_: cosine_alignment_loss(
+        features, y, _head_targets(classifier)), needs_features=True,
+        doc="1 − cos(h, mean of the class's centres) for a MultiCenterClassifier head"),
+    "ce_align": LossSpec(_ce_align, needs_features=True,
+                         doc="cross-entropy (logit-adjusted when counts are given) + α(1 − cos(h, w_y)); kwargs alpha, counts, tau"),
+}
+
+
+def register_loss(name: str, spec: LossSpec) -> None:
+    """Add a named loss for :func:`nclib.train.fit` (``TrainConfig(loss=name, loss_kwargs=...)``)."""
+    if not isinstance(name, str) or not name or name in ("ce", "mse"):
+        raise ValueError(f"loss name must be a new non-empty string other than 'ce'/'mse', got {name!r}")
+    if not isinstance(spec, LossSpec):
+        raise TypeError(f"spec must be a LossSpec, got {type(spec).__name__}")
+    LOSSES[name] = spec

@@ -5,12 +5,14 @@
 * :class:`CNN1D` — a small 1-D convnet for MNIST-1D signals.
 * :class:`ResNet18` — the CIFAR-style ResNet-18 (3×3 stem, no max-pool; He et al. 2016) of
   Papyan et al.'s full-profile recipe.
-* heads: a learnable ``nn.Linear`` or :class:`FixedETFClassifier` (a frozen simplex ETF,
-  Zhu et al. 2021; Yang et al. 2022).
+* heads: a learnable ``nn.Linear``, :class:`FixedETFClassifier` (a frozen simplex ETF,
+  Zhu et al. 2021; Yang et al. 2022), :class:`NearestETFGuidedClassifier` (Markou et al. 2024) or
+  :class:`MultiCenterClassifier` (several frozen centres per class; chapter 6).
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ from torch import nn
 from .geometry import nearest_etf, simplex_etf
 
 __all__ = ["NCModel", "MLP", "CNN1D", "ResNet18", "FixedETFClassifier", "build", "make_head", "MODELS",
-           "count_parameters", "Projected", "NearestETFGuidedClassifier", "UnitFeatures"]
+           "count_parameters", "Projected", "NearestETFGuidedClassifier", "UnitFeatures", "MultiCenterClassifier"]
 
 
 class FixedETFClassifier(nn.Module):
@@ -196,19 +198,99 @@ class NearestETFGuidedClassifier(nn.Module):
                 f"center={self.center}, guide={self.guide}")
 
 
+def _real(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+class MultiCenterClassifier(nn.Module):
+    r"""A frozen classifier with :math:`f_k` centres for class k (neural collapse to multiple
+    centres; our construction).
+
+    Class directions :math:`e_k` form a unit simplex ETF (seeded rotation); each class gets
+    :math:`f_k` unit centres :math:`c_{kj} = \cos\theta\,e_k + \sin\theta\,v_{kj}` — at angle θ from
+    their class direction — with the :math:`v_{kj}` orthonormal and orthogonal to every :math:`e_k`
+    (needs :math:`D \ge K-1+\sum_k f_k`). (An earlier version had sin and cos swapped, which put the
+    centres 78° from their class direction at θ = 0.2.) The class *target* is the mean of its centres,
+    :math:`m_k = \frac1{f_k}\sum_j c_{kj}`, the point features of class k are trained towards
+    (``"multicenter_cosine"`` loss).
+
+    ``forward(h)`` returns ``scale`` × the scores of ``rule``:
+
+    * ``"max"`` — the generalised classification rule: :math:`s_k(h) = \max_j\cos(h, c_{kj})`;
+      a class with more centres owns a wider region of directions;
+    * ``"mean"`` — :math:`s_k(h) = \cos(h, m_k)`, the nearest target by angle.
+
+    ``weight`` (K×D buffer) holds the unit targets :math:`m_k/\lVert m_k\rVert`, so a linear read-out
+    :math:`\arg\max_k\langle w_k, h\rangle` is exactly the ``"mean"`` rule (what
+    :func:`nclib.metrics.measure` evaluates). No trainable parameters.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, centers=None, theta: float = 0.2,
+                 rule: str = "max", scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        K, D = int(num_classes), int(in_features)
+        f = [1] * K if centers is None else [int(c) for c in centers]
+        if len(f) != K or min(f) < 1:
+            raise ValueError(f"centers must give a positive count for each of the {K} classes, got {centers}")
+        M = sum(f)
+        if D < K - 1 + M:
+            raise ValueError(f"{M} centres around a {K}-class ETF need feature dimension ≥ {K - 1 + M}, got {D}")
+        if rule not in ("max", "mean"):
+            raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
+        theta = _real(theta, "theta")
+        E = simplex_etf(K, D, seed=seed)                                   # K×D unit rows
+        U = torch.linalg.svd(E, full_matrices=False)[2][:K - 1]            # basis of span(E)
+        g = torch.Generator().manual_seed(int(seed) + 1)
+        G = torch.randn(D, M, generator=g, dtype=torch.float64)
+        G = G - U.T @ (U @ G)
+        V = torch.linalg.qr(G)[0].T                                         # M×D orthonormal, ⊥ span(E)
+        owner = torch.arange(K).repeat_interleave(torch.tensor(f))
+        C = math.cos(theta) * E[owner] + math.sin(theta) * V
+        T = torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C) / torch.tensor(f, dtype=torch.float64)[:, None]
+        self.register_buffer("centers", C.float())
+        self.register_buffer("owner", owner)
+        self.register_buffer("targets", T.float())
+        self.register_buffer("weight", F.normalize(T, dim=1).float())
+        self.bias = None
+        self.rule, self.scale, self.theta = rule, float(scale), theta
+        self.in_features, self.out_features, self.num_centers = D, K, f
+
+    def scores(self, h: Tensor, rule: str | None = None) -> Tensor:
+        """Unscaled class scores (N×K) under ``rule`` (default: the head's)."""
+        rule = self.rule if rule is None else rule
+        hn = F.normalize(h, dim=1)
+        if rule == "mean":
+            return hn @ self.weight.T
+        if rule != "max":
+            raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
+        s = hn @ self.centers.T                                             # N×M cosines
+        out = torch.full((h.shape[0], self.out_features), -2.0, dtype=s.dtype, device=s.device)
+        return out.scatter_reduce(1, self.owner.expand(h.shape[0], -1), s, reduce="amax")
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.scale * self.scores(h)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, centers={self.num_centers}, "
+                f"theta={self.theta:g}, rule={self.rule!r}, scale={self.scale:g}")
+
+
 def make_head(kind: str, in_features: int, num_classes: int, *, bias: bool = True, seed: int = 0, **kw) -> nn.Module:
     """A classifier head by name: ``"linear"`` (learnable), ``"etf"`` (frozen simplex ETF),
     ``"guided"`` (the nearest simplex ETF of running class means, :class:`NearestETFGuidedClassifier`) or
-    ``"multicenter"`` (frozen, several centres per class: :class:`nclib.imbalance.MultiCenterClassifier`)."""
+    ``"multicenter"`` (frozen, several centres per class: :class:`MultiCenterClassifier`)."""
     if kind == "linear":
         return nn.Linear(in_features, num_classes, bias=bias)
     if kind == "etf":
         return FixedETFClassifier(in_features, num_classes, seed=seed, **kw)
     if kind == "guided":  # the nearest ETF of running class means, reset every step (chapter 8)
         return NearestETFGuidedClassifier(in_features, num_classes, seed=seed, **kw)
-    if kind == "multicenter":  # frozen, several centres per class (nclib.imbalance; chapter 6)
-        from .imbalance import MultiCenterClassifier
-
+    if kind == "multicenter":  # frozen, several centres per class (chapter 6)
         return MultiCenterClassifier(in_features, num_classes, seed=seed, **kw)
     raise ValueError(f"unknown head {kind!r}; choose 'linear', 'etf', 'guided' or 'multicenter'")
 

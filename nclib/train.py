@@ -41,6 +41,7 @@ from . import __version__
 from . import data as data_mod
 from . import metrics as metrics_mod
 from . import models as models_mod
+from .losses import LOSSES
 from .profiles import check_profile, default_device
 
 __all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "module_closure", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
@@ -71,7 +72,7 @@ class TrainConfig:
     global mean; :func:`nclib.evaluation.class_ranks`) and ``label_info`` (plug-in mutual
     information, in nats, between the nearest-class-mean decision and the training label;
     :func:`nclib.evaluation.label_information`).
-    Any other ``loss`` is looked up in the registry :data:`nclib.imbalance.LOSSES` (e.g.
+    Any other ``loss`` is looked up in the registry :data:`nclib.losses.LOSSES` (e.g.
     ``"logit_adjusted"``, ``"class_balanced"``, ``"dot_regression"``, ``"multicenter_cosine"``,
     ``"ce_align"``) and called with the logits, the labels, K, the penultimate features (captured
     at the classifier's input when the loss needs them), the classifier module and ``loss_kwargs``.
@@ -104,7 +105,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.loss not in _BUILTIN_LOSSES and self.loss not in _registered_losses():
-            raise ValueError(f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.imbalance.LOSSES "
+            raise ValueError(f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.losses.LOSSES "
                              f"({sorted(_registered_losses())}), got {self.loss!r}")
         if not isinstance(self.loss_kwargs, dict):
             raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}")
@@ -365,9 +366,7 @@ _BUILTIN_LOSSES = ("ce", "mse", "mcr2")
 
 
 def _registered_losses() -> dict:
-    """The named extra losses (nclib.imbalance.LOSSES, imported on first use)."""
-    from .imbalance import LOSSES
-
+    """The named extra losses (:data:`nclib.losses.LOSSES`)."""
     return LOSSES
 
 
