@@ -57,6 +57,7 @@ __all__ = [
 _GLOBAL_MEANS = ("samples", "classes")
 _WITHINS = ("samples", "classes")
 _ROUTES = ("auto", "kk", "dd")
+_PRECISIONS = ("float64", "float32")
 PINV_RTOL = 1e-10
 
 
@@ -331,6 +332,61 @@ def _pinv_psd(S: Tensor, rtol: float = PINV_RTOL) -> Tensor:
     return (evecs * inv) @ evecs.T
 
 
+# ----------------------------------------------------------------------------- pairs of classes
+# The pair statistics (cosines, Gram errors, CDNV, uniformity) are K×K. When K > D the K×K matrix
+# is larger than the K×D means and the D×D scatter, so it is formed in row blocks of at most
+# K·D + D² entries (peak memory O(K·D + min(K, D)²)); when K ≤ D one block is the whole matrix and
+# the code is the direct one.
+_PAIR_TAU_PER_DIM = 1.1e-3   # Gram-route distances are recomputed from differences below this ratio × D
+
+
+def _pair_rows(K: int, D: int) -> int:
+    """Rows per block of a K×K pair statistic: K (one block) when K ≤ D, else ⌊(K·D + D²)/K⌋."""
+    if K <= D:
+        return K
+    return max(1, min(K, (K * D + D * D) // K))
+
+
+def _upper_blocks(K: int, rows: int, block):
+    """The strict upper triangle (j > i) of the K×K matrix ``block(s, e)`` (rows s..e−1), block by block."""
+    for s in range(0, K - 1, rows):
+        e = min(K, s + rows)
+        vals = block(s, e)
+        i = torch.arange(s, e, device=vals.device)[:, None]
+        j = torch.arange(K, device=vals.device)[None, :]
+        yield vals[i < j]
+
+
+def _blocked_mean_std(K: int, rows: int, block, unbiased: bool, f=None) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of the K(K−1)/2 upper-triangle values of ``block`` (after ``f``),
+    two passes (mean, then squared deviations from it), so no cancellation."""
+    n = K * (K - 1) // 2
+    f = f or (lambda v: v)
+    tot = sum(f(v).sum() for v in _upper_blocks(K, rows, block))
+    mean = tot / n
+    ss = sum((f(v) - mean).square().sum() for v in _upper_blocks(K, rows, block))
+    dof = n - 1 if unbiased and n > 1 else n
+    return mean, (ss / dof).sqrt()
+
+
+def _sq_dists_block(X: Tensor, Xc: Tensor, n2: Tensor, s: int, e: int) -> Tensor:
+    r"""Squared distances :math:`\lVert x_i-x_j\rVert^2` of rows s..e−1 to all rows of X.
+
+    Gram route on the centred rows ``Xc`` (:math:`n_i+n_j-2x_i\cdot x_j`, error
+    ≤ γ_D (n_i+n_j)/2); pairs with :math:`d^2 < 1.1\cdot10^{-3} D\,(n_i+n_j)` — where that error
+    could exceed ~1e-13 of d² — are recomputed from explicit differences of the rows of X."""
+    D = X.shape[1]
+    d2 = torch.addmm(n2[s:e, None] + n2[None, :], Xc[s:e], Xc.T, alpha=-2.0)
+    near = d2 < _PAIR_TAU_PER_DIM * D * (n2[s:e, None] + n2[None, :])
+    if bool(near.any()):
+        ii, jj = near.nonzero(as_tuple=True)
+        step = max(1, X.shape[0])  # at most K difference rows (K·D entries) at a time
+        for a in range(0, ii.numel(), step):
+            i, j = ii[a:a + step], jj[a:a + step]
+            d2[i, j] = (X[i + s] - X[j]).square().sum(1)
+    return d2
+
+
 # ----------------------------------------------------------------------------- NC1
 def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto",
         rtol: float = PINV_RTOL) -> float:
@@ -419,6 +475,11 @@ def equiangularity(x, *, global_mean: str = "samples", unbiased: bool = True) ->
     r"""NC2 equal angles: :math:`\mathrm{std}_{k\ne k'}\cos(v_k, v_{k'})` over unordered pairs
     (Papyan et al. 2020, Fig. 3). 0 for a simplex ETF (every cosine is −1/(K−1))."""
     V = _means_arg(x, global_mean)
+    K, D = V.shape
+    rows = _pair_rows(K, D)
+    if rows < K:
+        Xn = V / V.norm(dim=1, keepdim=True).clamp_min(torch.finfo(V.dtype).tiny)
+        return float(_blocked_mean_std(K, rows, lambda s, e: Xn[s:e] @ Xn.T, unbiased)[1])
     return float(_std(_offdiag_cosines(V), unbiased))
 
 
@@ -426,12 +487,30 @@ def max_angle(x, *, global_mean: str = "samples") -> float:
     r"""NC2 maximal angles: :math:`\mathrm{mean}_{k\ne k'}\,\lvert\cos(v_k, v_{k'}) + 1/(K-1)\rvert`
     (Papyan et al. 2020, Fig. 4). 0 for a simplex ETF."""
     V = _means_arg(x, global_mean)
-    K = V.shape[0]
+    K, D = V.shape
+    rows = _pair_rows(K, D)
+    if rows < K:
+        Xn = V / V.norm(dim=1, keepdim=True).clamp_min(torch.finfo(V.dtype).tiny)
+        tot = sum((v + 1.0 / (K - 1)).abs().sum() for v in _upper_blocks(K, rows, lambda s, e: Xn[s:e] @ Xn.T))
+        return float(tot / (K * (K - 1) // 2))
     return float((_offdiag_cosines(V) + 1.0 / (K - 1)).abs().mean())
 
 
 def _etf_gram_error(A: Tensor, B: Tensor) -> float:
     K = A.shape[0]
+    rows = _pair_rows(K, A.shape[1])
+    if rows < K:  # blocks of rows: ‖G‖_F first, then the distance to the ETF Gram
+        s2 = math.sqrt(K - 1)
+        blocks = [(s, min(K, s + rows)) for s in range(0, K, rows)]
+        nrm = sum((A[s:e] @ B.T).square().sum() for s, e in blocks).sqrt()
+        if nrm == 0:
+            return math.inf
+        tot = 0.0
+        for s, e in blocks:
+            P = -torch.full((e - s, K), 1.0 / K, dtype=A.dtype, device=A.device)
+            P[torch.arange(e - s), torch.arange(s, e)] += 1.0
+            tot = tot + ((A[s:e] @ B.T) / nrm - P / s2).square().sum()
+        return float(tot.sqrt())
     P = torch.eye(K, dtype=A.dtype, device=A.device) - 1.0 / K
     G = A @ B.T
     nrm = G.norm()
@@ -502,6 +581,52 @@ def ncc_mismatch(features: Tensor, W: Tensor, means: Tensor, b: Tensor | None = 
     return float((_net_predict(x, W.detach().to(x), bb) != _ncc_predict(x, m)).double().mean())
 
 
+
+# ----------------------------------------------------------------------------- NC4 decisions
+_U32, _U64 = 2.0 ** -24, 2.0 ** -53
+# NC4's argmax/argmin decisions are screened in float32 and certified (see _CertifiedArgmax); set to
+# False to take every decision from the float64 scores directly (the tests compare the two).
+_NC4_SCREEN = True
+
+
+def _screen_ok(device: torch.device) -> bool:
+    # the float32 error bound assumes IEEE float32 products: no TF32/bf16 matmul shortcuts
+    return _NC4_SCREEN and device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+
+
+class _CertifiedArgmax:
+    r"""Row-wise argmax of affine scores :math:`s_{ik} = h_i\cdot a_k + c_k`, exactly as float64
+    would decide it, at float32 cost.
+
+    The scores are computed in float32. With :math:`u=2^{-24}`, each float32 score is within
+    :math:`E_i=\gamma\,(\lVert h_i\rVert\max_k\lVert a_k\rVert+\max_k|c_k|)` of the exact one,
+    :math:`\gamma = 1.5\,(D+4)(2^{-24}+2^{-53})` (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, §3.1: :math:`|fl(x\cdot y)-x\cdot y|\le\gamma_D\sum|x_j||y_j|`, plus the
+    roundings of h, a, c to float32 and of the final sum; the 2⁻⁵³ term covers float64's own
+    error). A row whose float32 top-two gap exceeds :math:`2E_i` has the same argmax in exact,
+    float64 and float32 arithmetic; every other row (and any non-finite one) is recomputed by
+    ``exact(rows)`` in float64. So the decisions, hence NC4 and the accuracy, are those of the
+    float64 computation.
+    """
+
+    def __init__(self, A: Tensor, c: Tensor | None):
+        self.At = A.T.to(torch.float32).contiguous()
+        self.c = None if c is None else c.to(torch.float32)
+        self.amax = float(A.norm(dim=1).max())
+        self.cmax = 0.0 if c is None else float(c.abs().max())
+        self.gamma = 1.5 * (A.shape[1] + 4) * (_U32 + _U64)
+
+    def __call__(self, h32: Tensor, hnorm: Tensor, exact) -> Tensor:
+        sc = torch.addmm(self.c, h32, self.At) if self.c is not None else h32 @ self.At
+        top = sc.topk(2, dim=1)
+        thr = (2.0 * self.gamma) * (hnorm * self.amax + self.cmax)
+        amb = ~((top.values[:, 0] - top.values[:, 1]) > thr)
+        pred = top.indices[:, 0]
+        if bool(amb.any()):
+            rows = amb.nonzero().flatten()
+            pred[rows] = exact(rows)
+        return pred
+
 # ----------------------------------------------------------------------------- CDNV
 def cdnv(stats: FeatureStats, *, reduce: str = "mean") -> float | Tensor:
     r"""Class-distance normalised variance (Galanti, György & Hutter 2022, "On the role of
@@ -520,6 +645,20 @@ def cdnv(stats: FeatureStats, *, reduce: str = "mean") -> float | Tensor:
     var = stats.class_variances()
     mu = stats.means
     K = stats.num_classes
+    rows = _pair_rows(K, stats.dim)
+    if reduce == "mean" and rows < K:
+        mc = mu - mu.mean(0)
+        n2 = (mc * mc).sum(1)
+        tot = 0.0
+        for s in range(0, K - 1, rows):
+            e = min(K, s + rows)
+            d2 = _sq_dists_block(mu, mc, n2, s, e)
+            upper = torch.arange(s, e, device=mu.device)[:, None] < torch.arange(K, device=mu.device)[None, :]
+            if bool(((d2 == 0) & upper).any()):
+                raise ValueError("two classes have identical means; CDNV is undefined")
+            V = (var[s:e, None] + var[None, :]) / 2 / torch.where(upper, d2, torch.ones_like(d2))
+            tot = tot + V[upper].sum()
+        return float(tot / (K * (K - 1) // 2))
     d2 = torch.cdist(mu, mu, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
     num = (var[:, None] + var[None, :]) / 2
     eye = torch.eye(K, dtype=torch.bool, device=mu.device)
@@ -555,7 +694,20 @@ def hyperspherical_uniformity(x, *, global_mean: str = "samples", unbiased: bool
     """
     V = _means_arg(x, global_mean)
     U = V / V.norm(dim=1, keepdim=True)
-    K = U.shape[0]
+    K, D = U.shape
+    rows = _pair_rows(K, D)
+    if rows < K:  # blocks: distances by the Gram route, near pairs from differences
+        n2 = (U * U).sum(1)
+
+        def block(s, e):
+            d2 = _sq_dists_block(U, U, n2, s, e)
+            upper = torch.arange(s, e, device=U.device)[:, None] < torch.arange(K, device=U.device)[None, :]
+            if bool(((d2 <= 0) & upper).any()):
+                raise ValueError("two class means point the same way; the log-distance kernel is infinite")
+            return torch.where(upper, d2, torch.ones_like(d2))
+
+        mean, std = _blocked_mean_std(K, rows, block, unbiased, f=lambda d2: -0.5 * d2.log())
+        return {"energy": float(mean), "spread": float(std)}
     i, j = torch.triu_indices(K, K, 1, device=U.device)
     d = (U[i] - U[j]).norm(dim=1)
     if bool((d == 0).any()):
@@ -671,7 +823,7 @@ def _allreduce_sum(*tensors: Tensor) -> None:
 
 
 def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W, b, *,
-              global_mean: str, unbiased: bool, route: str, device) -> NCMetrics:
+              global_mean: str, unbiased: bool, route: str, device, precision: str = "float64") -> NCMetrics:
     r"""Two streaming passes over ``batches()``, all arithmetic in float64.
 
     Pass 1: class counts and sums, hence the class means (the sums are taken about a common
@@ -684,6 +836,15 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
     :math:`\lVert Q^\top(h-\mu_k)\rVert^2` differ by a term that does not depend on k (every
     :math:`\mu_k-\mu_j` lies in the span), so the argmin is the same. The network's logits are
     computed from the features themselves, as in :func:`ncc_mismatch`.
+
+    NC4's decisions (the network's argmax; on the D×D route also the nearest centre) are screened
+    in float32 and certified, so they equal float64's (:class:`_CertifiedArgmax`).
+
+    ``precision="float32"`` does pass 2's per-sample arithmetic (deviations, projections, their
+    products) in float32 and accumulates the per-chunk results in float64; pass 1 (the means),
+    NC4 (certified, as above, with the nearest centre in the full space) and everything after
+    the passes stay float64. An approximation (relative error ≲ 2⁻²⁴·√D·‖h‖/‖h−μ_y‖ on Σ_W's
+    entries; ≤ 1e-5 on the benchmark cases), for GPUs whose float64 is slow.
 
     On the CPU each batch is processed in cache-sized row chunks (see ``_CPU_CHUNK_ELEMS``).
     Finiteness is checked on the accumulated float64 sums (a NaN or inf feature makes them
@@ -742,34 +903,75 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
         MqT, mq2 = Mq.T.contiguous(), (Mq * Mq).sum(1)
     else:
         r = D
+    f32 = precision == "float32"
+    wd = torch.float32 if f32 else f64          # the working dtype of pass 2's per-sample arithmetic
     scatter = torch.zeros(r, r, dtype=f64, device=dev)
     sq_dev = torch.zeros(K, dtype=f64, device=dev)
     mism = torch.zeros((), dtype=f64, device=dev)
     correct = torch.zeros((), dtype=f64, device=dev)
-    dbuf = torch.empty(rows, D, dtype=f64, device=dev) if rows else None
+    dbuf = torch.empty(rows, D, dtype=wd, device=dev) if rows else None
+    means_w = means.to(wd)
+    if kk:
+        Q_w, Mq_w = Q.to(wd), Mq.to(wd)
+    screen = W is not None and _screen_ok(dev)
+    # NCC in the full space: on the D×D route, and in float32 precision (certified there too)
+    ncc_full = W is not None and (not kk or f32)
+    if W is not None:
+        m2 = (means * means).sum(1)
+        MT = means.T.contiguous()
+        if screen:
+            net_dec = _CertifiedArgmax(W, b)
+            ncc_dec = _CertifiedArgmax(2.0 * means, -m2) if ncc_full else None
+        sbuf = torch.empty(rows, K, dtype=f64, device=dev) if rows else None
+
+    def net_exact(h64):
+        return (torch.addmm(b, h64, Wt) if b is not None else h64 @ Wt).argmax(1)
+
+    def ncc_exact(h64):  # the float64 nearest centre, as _ncc_predict: ‖μ_k‖² − 2 h·μ_k
+        if sbuf is not None and h64.shape[0] <= sbuf.shape[0]:
+            S = torch.mm(h64, MT, out=sbuf[:h64.shape[0]])
+        else:
+            S = h64 @ MT
+        return S.mul_(-2.0).add_(m2).argmin(1)
+
     for x, y in batches():
         x, y = _check_batch(x, y, K, D, finite=False)
         x = x.detach().to(device=dev)
         y = y.detach().to(device=dev, dtype=torch.long)
         for xc, yc in _row_chunks(x, y, rows):
             n = xc.shape[0]
-            # same-dtype float64 operands: mixed-dtype elementwise ops are several times slower
-            h = xc if xc.dtype == f64 else (buf[:n].copy_(xc) if buf is not None else xc.to(f64))
-            d = torch.index_select(means, 0, yc, out=dbuf[:n]) if dbuf is not None else means.index_select(0, yc)
+            # same-dtype operands: mixed-dtype elementwise ops are several times slower
+            h = xc if xc.dtype == wd else (buf[:n].copy_(xc) if (buf is not None and not f32) else xc.to(wd))
+            d = torch.index_select(means_w, 0, yc, out=dbuf[:n]) if dbuf is not None else means_w.index_select(0, yc)
             d.sub_(h)                                  # μ_y − h (the sign cancels below)
-            sq_dev.index_add_(0, yc, torch.linalg.vector_norm(d, dim=1).square_())
+            sq_dev.index_add_(0, yc, torch.linalg.vector_norm(d, dim=1).square_().to(f64))
             if kk:
-                p = d @ Q                              # Qᵀ(μ_y − h)
-                scatter.addmm_(p.T, p)
+                p = d @ Q_w                            # Qᵀ(μ_y − h)
+                if f32:
+                    scatter.add_((p.T @ p).to(f64))
+                else:
+                    scatter.addmm_(p.T, p)
+            elif f32:
+                scatter.add_((d.T @ d).to(f64))
             else:
                 scatter.addmm_(d.T, d)
             if W is not None:
-                pred = (torch.addmm(b, h, Wt) if b is not None else h @ Wt).argmax(1)
-                if kk:
+                h64 = (lambda rws: (h if h.dtype == f64 else xc.to(f64)) if rws is None else
+                       (h[rws] if h.dtype == f64 else xc[rws].to(f64)))
+                if screen:
+                    h32 = h if h.dtype == torch.float32 else xc.to(torch.float32)
+                    hn = torch.linalg.vector_norm(h32, dim=1)
+                    pred = net_dec(h32, hn, lambda rws: net_exact(h64(rws)))
+                else:
+                    pred = net_exact(h64(None))
+                if ncc_full:
+                    if screen:
+                        ncc = ncc_dec(h32, hn, lambda rws: ncc_exact(h64(rws)))
+                    else:
+                        ncc = ncc_exact(h64(None))
+                else:
                     u = Mq.index_select(0, yc).sub_(p)  # Qᵀ(h − μ_G)
                     ncc = torch.addmm(mq2, u, MqT, alpha=-2.0).argmin(1)  # ‖Mq_k‖² − 2 u·Mq_k
-                else:
-                    ncc = _ncc_predict(h, means)
                 mism += (pred != ncc).sum()
                 correct += (pred == yc).sum()
     _allreduce_sum(sq_dev, scatter, mism, correct)
@@ -796,15 +998,19 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
 
 def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, b: Tensor | None = None, *,
                      num_classes: int | None = None, batch_size: int = 8192, global_mean: str = "samples",
-                     unbiased: bool = True, route: str = "auto") -> NCMetrics:
+                     unbiased: bool = True, route: str = "auto", precision: str = "float64") -> NCMetrics:
     """All NC metrics for features already in memory (streamed in batches of ``batch_size``).
 
     The same two-pass computation as :func:`measure`; ``num_classes`` defaults to max label + 1
-    (the maximum over all ranks under ``torch.distributed``).
+    (the maximum over all ranks under ``torch.distributed``). ``precision="float32"`` is the
+    optional faster approximation of :func:`_two_pass` (float64, the default, is exact).
     """
     features = _require_tensor(features, "features")
     labels = _require_tensor(labels, "labels")
     _check_choice(route, "route", _ROUTES)
+    _check_choice(precision, "precision", _PRECISIONS)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if num_classes is None:
         if labels.numel() == 0:
             raise ValueError("no data: labels are empty")
@@ -820,7 +1026,8 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
     if features.ndim != 2 or labels.ndim != 1 or labels.shape[0] != features.shape[0]:
         raise ValueError(f"features must be N×D with N labels: got {tuple(features.shape)} and {tuple(labels.shape)}")
     return _two_pass(lambda: _batches_from_tensors(features, labels, batch_size), num_classes, W, b,
-                     global_mean=global_mean, unbiased=unbiased, route=route, device=features.device)
+                     global_mean=global_mean, unbiased=unbiased, route=route, device=features.device,
+                     precision=precision)
 
 
 # measure() keeps the first pass's features for the second pass up to this many bytes
@@ -861,7 +1068,8 @@ def _classifier_of(model, classifier):
 
 @torch.no_grad()
 def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, classifier=None,
-            device=None, global_mean: str = "samples", unbiased: bool = True, route: str = "auto") -> NCMetrics:
+            device=None, global_mean: str = "samples", unbiased: bool = True, route: str = "auto",
+            precision: str = "float64") -> NCMetrics:
     """Measure neural collapse of ``model`` on the data of ``loader`` (two streaming passes).
 
     Features are taken from ``model.features(x)`` when the model has that method and ``layer``
@@ -875,11 +1083,13 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
 
     The model runs over the data once when the features fit in ``_MEASURE_CACHE_BYTES`` (256 MiB):
     the second pass replays the first pass's features (the same numbers, one forward pass saved);
-    larger feature sets are streamed through the model twice.
+    larger feature sets are streamed through the model twice. ``precision``: as
+    :func:`measure_features` (``"float64"``, exact, the default; ``"float32"``, approximate).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_choice(route, "route", _ROUTES)
+    _check_choice(precision, "precision", _PRECISIONS)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -928,7 +1138,7 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
 
     try:
         return _two_pass(batches, num_classes, W, b, global_mean=global_mean, unbiased=unbiased,
-                         route=route, device=device)
+                         route=route, device=device, precision=precision)
     finally:
         if handle is not None:
             handle.remove()
