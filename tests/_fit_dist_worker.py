@@ -22,13 +22,13 @@ def run(rank, world, port, out_dir, cache_root, configs):
         import nclib.train as train
 
         saved = []
-        real_save = train.atomic_save
+        real_save = train.loop.atomic_save
 
         def spy(obj, path):
             saved.append(os.path.basename(str(path)))
             real_save(obj, path)
 
-        train.atomic_save = spy
+        train.loop.atomic_save = spy  # the name fit() saves through
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         try:
             runs = []

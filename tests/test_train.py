@@ -180,7 +180,7 @@ def test_mse_loss_is_half_squared_error_to_one_hot():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 1.0]])
     y = torch.tensor([0, 2])
     want = 0.5 * ((logits - torch.eye(3)[y]) ** 2).sum(1).mean()
-    assert torch.allclose(train._loss(TINY.replace(loss="mse"), logits, y, 3), want)
+    assert torch.allclose(train.loop._loss(TINY.replace(loss="mse"), logits, y, 3), want)
 
 
 def test_schedules_in_the_curve():
@@ -297,7 +297,7 @@ def test_cache_key(monkeypatch):
     assert TINY.replace(lr=0.051).key() != k
     assert TINY.replace(model_kwargs=dict(width=32, depth=2, batchnorm=False)).key() != k
     assert TINY.replace(data_kwargs={**TINY.data_kwargs, "n_per_class": 31}).key() != k
-    monkeypatch.setattr(train, "_source_hash", lambda module="train": "changed-library-source")
+    monkeypatch.setattr(train.cache, "_source_hash", lambda module="train": "changed-library-source")
     assert TINY.key() != k
 
 
@@ -328,6 +328,15 @@ def test_source_hash_covers_what_training_imports():
     assert {"train", "data", "models", "metrics", "losses", "evaluation", "noise", "__init__"} <= set(deps)
     assert not {"ufm", "claims", "stats", "transfer", "continual", "imbalance"} & set(deps)
     assert set(train.module_closure("continual")) >= set(deps) | {"continual"}
+    # the loop itself, in the package: ``from ..metrics``/``..losses`` (top level and inside functions)
+    # and ``from .. import __version__`` are followed; the package's own __init__ comes with it
+    loop = set(train.module_closure("train.loop"))
+    assert {"train.loop", "train.config", "train.cache", "train", "metrics", "losses", "models", "data",
+            "evaluation", "noise", "__init__"} <= loop
+    assert not {"claims", "ufm", "continual", "imbalance", "transfer"} & loop
+    assert train.module_closure("nclib.train.loop") == sorted(loop)
+    ufm_closure = set(train.module_closure("ufm"))
+    assert {"ufm", "ufm.solver", "ufm.regression", "metrics"} <= ufm_closure and "train" not in ufm_closure
     with pytest.raises(ValueError, match="no module"):
         train.module_closure("nope")
 
@@ -364,7 +373,7 @@ def test_fit_many_serial_and_errors(monkeypatch):
 def test_fit_many_reports_a_failing_worker(tmp_path, monkeypatch):
     bad = TINY.replace(epochs=1, n_logs=1, seed=5)
     good = TINY.replace(epochs=1, n_logs=1, seed=6)
-    monkeypatch.setattr(train, "_worker_command",
+    monkeypatch.setattr(train.workers, "_worker_command",
                         lambda: [sys.executable, "-c", "import json,sys; j=json.loads(sys.stdin.read()); "
                                  "sys.exit('boom seed %d' % j['config']['seed'] if j['config']['seed'] == 5 else 0)"])
     with pytest.raises(RuntimeError, match="boom seed 5"):
@@ -382,7 +391,7 @@ def test_changed_config_is_a_different_cache_entry(tmp_path):
 def test_changed_library_does_not_read_old_results(tmp_path, monkeypatch):
     cfg = TINY.replace(epochs=1, n_logs=1)
     fit(cfg, root=tmp_path, progress=False)
-    monkeypatch.setattr(train, "_source_hash", lambda module="train": "changed-library-source")
+    monkeypatch.setattr(train.cache, "_source_hash", lambda module="train": "changed-library-source")
     assert fit(cfg, root=tmp_path, progress=False).from_cache is False
 
 
@@ -396,8 +405,8 @@ def test_stop_and_resume_is_bit_identical(tmp_path, ref, monkeypatch):
     assert ck["epoch"] == 3 and [r["epoch"] for r in ck["rows"]] == [0, 1, 2, 3]
     # the second call resumes: it trains only epochs 4..6
     trained = []
-    real_loss = train._loss
-    monkeypatch.setattr(train, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
+    real_loss = train.loop._loss
+    monkeypatch.setattr(train.loop, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
     resumed = fit(TINY, root=tmp_path, progress=False)
     assert len(trained) == 3 * 4  # 3 epochs × 4 batches of 32 of 120 samples (the last one of 24)
     assert resumed.from_cache is False
@@ -411,8 +420,8 @@ def test_stop_after_the_last_epoch_keeps_the_work(tmp_path, ref, monkeypatch):
     ck = torch.load(tmp_path / "runs" / TINY.key() / "ckpt.pt", weights_only=True)
     assert ck["epoch"] == TINY.epochs
     trained = []
-    real_loss = train._loss
-    monkeypatch.setattr(train, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
+    real_loss = train.loop._loss
+    monkeypatch.setattr(train.loop, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
     resumed = fit(TINY, root=tmp_path, progress=False)
     assert trained == []
     assert_same_run(resumed, ref)
@@ -430,13 +439,13 @@ def _slow_fit(cfg_dict, root):
     import nclib.train as tr
 
     torch.set_num_threads(1)
-    real_loss = tr._loss
+    real_loss = tr.loop._loss
 
     def slow_loss(*a, **kw):
         time.sleep(0.02)
         return real_loss(*a, **kw)
 
-    tr._loss = slow_loss
+    tr.loop._loss = slow_loss
     tr.fit(tr.TrainConfig(**cfg_dict), root=root, checkpoint_every=1, progress=False)
     Path(root, "FINISHED").touch()
 
@@ -487,10 +496,10 @@ def test_resume_after_sigkill(tmp_path, monkeypatch):
     assert 1 <= killed_at < cfg.epochs
     # resume in this process: only the missing epochs are trained, the result is the uninterrupted one
     trained = []
-    real_loss = train._loss
-    monkeypatch.setattr(train, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
+    real_loss = train.loop._loss
+    monkeypatch.setattr(train.loop, "_loss", lambda *a, **kw: trained.append(1) or real_loss(*a, **kw))
     resumed = fit(cfg, root=tmp_path, progress=False)
-    monkeypatch.setattr(train, "_loss", real_loss)
+    monkeypatch.setattr(train.loop, "_loss", real_loss)
     assert len(trained) == (cfg.epochs - killed_at) * 4
     assert_same_run(resumed, fit(cfg, cache=False, progress=False))
     assert (run_dir / "result.pt").exists() and not ckpt.exists()

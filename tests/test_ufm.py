@@ -79,7 +79,7 @@ def test_manual_gradients_match_autograd(loss, activation):
                           lam_layers=[0.2, 0.3], lam_W=0.4, lam_b=0.5)
     auto = torch.autograd.grad(F, params)
     with torch.no_grad():
-        manual = ufm._gd_gradients(H, layers, W, b, Y, loss, activation, lams)
+        manual = ufm.solver._gd_gradients(H, layers, W, b, Y, loss, activation, lams)
     for a, m in zip(auto, manual):
         torch.testing.assert_close(a, m, rtol=1e-12, atol=1e-14)
 

@@ -1,32 +1,9 @@
-"""The training loop every chapter uses: config in, :class:`Run` out.
-
-``fit(cfg)`` trains ``models.build(...)`` on ``data.load(...)`` with SGD/Adam, logs NC metrics at
-log-spaced epochs (as Papyan et al. 2020) into a pandas DataFrame, keeps small per-epoch
-snapshots (class means and classifier) for figures, writes atomic checkpoints that resume to the
-same result, and caches finished runs keyed by the config and the nclib version, so the book build
-and the tests never train the same configuration twice (both use ``$NCLIB_CACHE``).
-
-Determinism: on the CPU, a config and its ``seed`` determine the result bit for bit — the
-initialisation is drawn under a forked RNG seeded by ``seed`` and each epoch's batch order from a
-generator seeded by ``(seed, epoch)``, so a resumed run replays exactly the same batches.
-
-Distributed: launched under ``torchrun``, ``fit`` wraps the model in DistributedDataParallel,
-gives each rank a disjoint shard of every batch (batch_size/world samples), measures collapse on
-per-rank shards merged through :meth:`FeatureStats.sync`, and only rank 0 writes checkpoints
-and the cache.
-"""
+"""The training loop: :func:`fit` → :class:`Run` (see the :mod:`nclib.train` docstring)."""
 from __future__ import annotations
 
 import copy
-import dataclasses
-import functools
-import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,118 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from . import data as data_mod
-from . import metrics as metrics_mod
-from . import models as models_mod
-from .losses import LOSSES
-from .profiles import check_profile, default_device
+from .. import __version__
+from .. import data as data_mod
+from .. import metrics as metrics_mod
+from .. import models as models_mod
+from ..profiles import default_device
+from .cache import atomic_save, cache_dir
+from .config import _BUILTIN_LOSSES, TrainConfig, _registered_losses
 
-__all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "module_closure", "log_epochs", "cache_dir", "atomic_save", "recipe", "resolve_profile", "features_of"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (and its cache key).
-
-    ``data_kwargs``/``model_kwargs`` go to :func:`nclib.data.load` / :func:`nclib.models.build`.
-    ``schedule``: ``"step"`` (×``gamma`` at ``milestones``), ``"cosine"`` or ``"constant"``.
-    ``n_logs`` log-spaced epochs (plus epoch 0) are measured; ``measure_test`` also measures
-    NC on the test split. ``loss``: ``"ce"``, ``"mse"`` (one-hot targets) or ``"mcr2"``.
-
-    ``loss="mcr2"`` trains the feature map alone with the MCR² objective
-    (:class:`nclib.losses.MCR2Loss`, ε = ``mcr2_eps``, default ε² = 0.5, on the L2-normalised
-    ``model.features``; Yu, Chan et al. 2020) — the classifier head is left out of the optimiser.
-    Its NC metrics are measured on the normalised features, and ``train_error``/``test_error``
-    (and ``val_error``) are those of a :class:`nclib.evaluation.NearestSubspace` classifier with
-    ``mcr2_components`` directions per class fitted on the (possibly noisy) training labels, as
-    the MCR² authors evaluate. ``val_size`` > 0 holds out that many training samples (seeded by
-    ``seed``, *before* any label noise, so their labels are clean) as a validation split whose
-    error is logged as ``val_error`` (for early stopping); for ``"ce"``/``"mse"`` the per-epoch
-    ``curve`` then also records ``val_error`` and ``test_error`` at every epoch. ``log_rates=True`` (always on for
-    ``"mcr2"``) also logs, on the L2-normalised training features, the coding rates ``rate`` R
-    and ``rate_c`` R_c of MCR², the class-conditional rate ``rate_within`` (R_c of the features
-    minus their class means), ``class_rank`` (mean per-class participation ratio around the
-    global mean; :func:`nclib.evaluation.class_ranks`) and ``label_info`` (plug-in mutual
-    information, in nats, between the nearest-class-mean decision and the training label;
-    :func:`nclib.evaluation.label_information`).
-    Any other ``loss`` is looked up in the registry :data:`nclib.losses.LOSSES` (e.g.
-    ``"logit_adjusted"``, ``"class_balanced"``, ``"dot_regression"``, ``"multicenter_cosine"``,
-    ``"ce_align"``) and called with the logits, the labels, K, the penultimate features (captured
-    at the classifier's input when the loss needs them), the classifier module and ``loss_kwargs``.
-    New fields at their defaults leave :meth:`key` (and so existing cached runs) unchanged.
-    """
-
-    data: str = "mnist1d"
-    data_kwargs: dict = field(default_factory=dict)
-    model: str = "mlp"
-    model_kwargs: dict = field(default_factory=dict)
-    loss: str = "ce"
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "step"
-    milestones: tuple = ()
-    gamma: float = 0.1
-    epochs: int = 100
-    batch_size: int = 128
-    seed: int = 0
-    n_logs: int = 30
-    measure_test: bool = True
-    label_noise: float = 0.0
-    mcr2_eps: float = math.sqrt(0.5)
-    mcr2_components: int = 20
-    val_size: int = 0
-    log_rates: bool = False
-    loss_kwargs: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.loss not in _BUILTIN_LOSSES and self.loss not in _registered_losses():
-            raise ValueError(f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.losses.LOSSES "
-                             f"({sorted(_registered_losses())}), got {self.loss!r}")
-        if not isinstance(self.loss_kwargs, dict):
-            raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}")
-        if self.loss_kwargs and self.loss in _BUILTIN_LOSSES:
-            raise ValueError(f"loss_kwargs are for registered losses; loss={self.loss!r} takes none")
-        if not (isinstance(self.mcr2_eps, (int, float)) and not isinstance(self.mcr2_eps, bool)
-                and math.isfinite(self.mcr2_eps) and self.mcr2_eps > 0):
-            raise ValueError(f"mcr2_eps must be a positive number, got {self.mcr2_eps!r}")
-        for name, lo in (("mcr2_components", 1), ("val_size", 0)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
-        if not isinstance(self.log_rates, bool):
-            raise TypeError(f"log_rates must be a bool, got {type(self.log_rates).__name__}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("step", "cosine", "constant"):
-            raise ValueError(f"schedule must be 'step', 'cosine' or 'constant', got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "n_logs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum < 1):
-            raise ValueError(f"need lr > 0, weight_decay ≥ 0, 0 ≤ momentum < 1; got {self.lr}, {self.weight_decay}, {self.momentum}")
-        if not 0 <= self.label_noise < 1:
-            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def key(self) -> str:
-        """Cache key: sha256 of the config's non-default fields and :func:`library_fingerprint`
-        (nclib's source, torch version, numerics). Fields at their default value are left out."""
-        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())}
-        blob = json.dumps({"config": changed, "nclib": library_fingerprint()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+__all__ = ["Run", "fit", "log_epochs", "features_of", "epoch_below"]
 
 
 @dataclass
@@ -205,72 +79,6 @@ class Run:
         """Penultimate features (N×D, float64) and labels of a split, from the trained model."""
         X, y = self.data.tensors(split)
         return features_of(self.model, X), y
-
-
-def library_fingerprint(module: str = "train") -> str:
-    """What a cached result depends on besides its config: the source of the nclib modules that
-    ``nclib.<module>`` imports, directly or not (found by reading their ``from . import``
-    statements, imports inside functions included: :func:`module_closure`), the torch version,
-    and the numerics of this process — ``$ATEN_CPU_CAPABILITY``, ``$MKL_ENABLE_INSTRUCTIONS`` and
-    the number of torch threads, which change the float rounding. A changed library, or a run
-    under other numerics, never reads a result trained by another; editing a module training does
-    not import (e.g. ``ufm``, ``claims``) keeps the cached runs."""
-    return _source_hash(module) + "|" + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                                    "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
-                                                    "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")},
-                                                   sort_keys=True)
-
-
-def module_closure(module: str) -> list[str]:
-    """The nclib modules (file stems; ``__init__`` for the package) that ``nclib.<module>``
-    depends on through relative imports, itself included, sorted."""
-    import ast
-
-    root = Path(__file__).resolve().parent
-    known = {p.stem for p in root.glob("*.py")}
-    if module not in known:
-        raise ValueError(f"no module nclib.{module}")
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        for node in ast.walk(ast.parse((root / f"{m}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    todo.append(node.module.split(".")[0])
-                else:
-                    todo += [a.name if a.name in known else "__init__" for a in node.names]
-    return sorted(seen & known)
-
-
-@functools.lru_cache(maxsize=None)
-def _source_hash(module: str = "train") -> str:
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    for m in module_closure(module):
-        h.update(m.encode() + b"\0" + (root / f"{m}.py").read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    """``$NCLIB_CACHE`` or ``~/.cache/nclib`` — shared by the book build and the tests."""
-    return Path(os.environ.get("NCLIB_CACHE", Path.home() / ".cache" / "nclib"))
-
-
-def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def log_epochs(epochs: int, n: int) -> list[int]:
@@ -333,7 +141,7 @@ def _load_data(cfg: TrainConfig) -> data_mod.Data:
     if cfg.val_size > 0:
         d = _hold_out(d, cfg.val_size, cfg.seed)
     if cfg.label_noise > 0:
-        from .noise import with_label_noise
+        from ..noise import with_label_noise
 
         d = with_label_noise(d, cfg.label_noise, seed=cfg.seed)
     return d
@@ -362,14 +170,6 @@ def _optimizer(cfg: TrainConfig, model: nn.Module):
     return opt, sch
 
 
-_BUILTIN_LOSSES = ("ce", "mse", "mcr2")
-
-
-def _registered_losses() -> dict:
-    """The named extra losses (:data:`nclib.losses.LOSSES`)."""
-    return LOSSES
-
-
 def _loss(cfg: TrainConfig, logits, y, K, features=None, classifier=None):
     if cfg.loss == "ce":
         return F.cross_entropy(logits, y)
@@ -396,8 +196,8 @@ def _normalized_features(model, X) -> torch.Tensor:
 
 def _representation_rates(Z, y, K, eps) -> dict:
     """Coding rates and per-class rank of L2-normalised features Z (see TrainConfig)."""
-    from .evaluation import class_ranks, label_information
-    from .losses import coding_rate_per_class, rate_reduction
+    from ..evaluation import class_ranks, label_information
+    from ..losses import coding_rate_per_class, rate_reduction
 
     rr = rate_reduction(Z, y, eps, K)
     means = torch.zeros(K, Z.shape[1], dtype=Z.dtype).index_add_(0, y, Z) / torch.bincount(y, minlength=K).clamp_min(1)[:, None]
@@ -436,7 +236,7 @@ def _error_of(model, X, y) -> float:
 def _log_mcr2(row, cfg, model, train, test, val, K) -> metrics_mod.FeatureStats:
     """Fill ``row`` for an MCR² run: NC metrics of the L2-normalised features (no classifier),
     nearest-subspace errors (fitted on the training labels), coding rates and class ranks."""
-    from .evaluation import NearestSubspace
+    from ..evaluation import NearestSubspace
 
     (Xtr, ytr), (Xte, yte), (Xva, yva) = train, test, val
     Ztr = _normalized_features(model, Xtr)
@@ -549,7 +349,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         net = nn.parallel.DistributedDataParallel(net)
     mcr2_loss = None
     if mcr2:
-        from .losses import MCR2Loss
+        from ..losses import MCR2Loss
 
         mcr2_loss = MCR2Loss(K, eps=cfg.mcr2_eps, normalize=True)
 
@@ -673,135 +473,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
                seconds=time.perf_counter() - t0, states=states)
 
 
-def _fit_in_child() -> None:
-    """Entry point of a :func:`fit_many` worker: a JSON job on stdin (config, kept states, threads)."""
-    job = json.loads(sys.stdin.read())
-    torch.set_num_threads(job["threads"])
-    fit(TrainConfig(**job["config"]), progress=False, keep_states=job["keep_states"])
-
-
-def processes_default() -> int:
-    """``$NCLIB_PROCS`` if set, else the number of CPUs this process may use."""
-    env = os.environ.get("NCLIB_PROCS")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"NCLIB_PROCS must be a positive int, got {env!r}")
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _worker_command() -> list[str]:
-    return [sys.executable, "-c", "from nclib.train import _fit_in_child; _fit_in_child()"]
-
-
-def run_workers(cmd: list[str], jobs: list[tuple[str, dict]], procs: int, *, progress: bool, what: str) -> None:
-    """Run ``cmd`` once per job, at most ``procs`` at a time, each reading its job (a JSON
-    object) on stdin; raise ``RuntimeError`` naming the first failed job (``(label, payload)``)
-    with the end of its stderr. Shared by :func:`fit_many` and ``continual.train_many``."""
-    bar = _pbar(len(jobs), progress, "runs (parallel)")
-    pending, running, failed = list(jobs), [], []
-    while pending or running:
-        while pending and len(running) < procs:
-            label, payload = pending.pop(0)
-            log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
-            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, text=True)
-            p.stdin.write(json.dumps(payload, default=str))
-            p.stdin.close()
-            running.append((label, p, log))
-        label, p, log = running.pop(0)
-        rc = p.wait()
-        log.seek(0)
-        if rc != 0:
-            failed.append((label, log.read()))
-        log.close()
-        bar.update(1)
-    bar.close()
-    if failed:
-        label, err = failed[0]
-        raise RuntimeError(f"{what}: {len(failed)} worker(s) failed; the first ({label}) said:\n{err[-3000:]}")
-
-
-def fit_many(cfgs, *, processes: int | None = None, progress: bool = True, keep_states=()) -> list[Run]:
-    """:func:`fit` for several configs (e.g. one per seed), trained in parallel worker processes.
-
-    Each config not yet in the results cache is trained by :func:`fit` in a fresh (spawned)
-    process with the same number of torch threads as this one, so every run is bit-identical to
-    training it here; the runs are then read back from the cache, in the order given.
-    ``processes`` defaults to ``$NCLIB_PROCS`` or the CPU count; ``processes=1`` trains in this
-    process, one after the other. On CUDA the runs are always trained here, one after the other.
-    """
-    cfgs = list(cfgs)
-    if not cfgs or not all(isinstance(c, TrainConfig) for c in cfgs):
-        raise TypeError("cfgs must be a non-empty sequence of TrainConfig")
-    procs = processes_default() if processes is None else processes
-    if not isinstance(procs, int) or isinstance(procs, bool) or procs < 1:
-        raise ValueError(f"processes must be a positive int, got {processes!r}")
-    keep = sorted(_check_keep_states(keep_states, min(c.epochs for c in cfgs)))
-    todo, seen = [], set()
-    for c in cfgs:
-        k = c.key()
-        res = cache_dir() / "runs" / k / "result.pt"
-        if k not in seen and not res.exists():
-            todo.append(c)
-        seen.add(k)
-    if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
-        threads = torch.get_num_threads()
-        jobs = [(f"seed {c.seed}", {"config": c.to_dict(), "keep_states": keep, "threads": threads}) for c in todo]
-        run_workers(_worker_command(), jobs, min(procs, len(todo)), progress=progress, what="fit_many")
-    return [fit(c, progress=progress, keep_states=keep) for c in cfgs]
-
-
-# ----------------------------------------------------------------------------- recipes
-_RECIPE_DATA = {"papyan": "cifar10"}
-
-
-def resolve_profile(profile: str, dataset: str | None) -> str:
-    """The profile a chapter can actually run: ``"full"`` needs the torchvision ``dataset``
-    (loaded, or downloaded when there is a network). When it cannot be had, print a clear
-    message and return ``"quick"`` — same claims, smaller experiment."""
-    check_profile(profile)
-    if profile == "quick" or dataset is None:
-        return profile
-    try:
-        data_mod.torchvision_set(dataset, download=True)
-        return "full"
-    except Exception as e:  # no network, corrupted files, ...
-        print(f"[nclib] The full profile needs {dataset}, which could not be loaded or downloaded "
-              f"({type(e).__name__}: {e}). Falling back to the QUICK profile: same claims, smaller experiment.")
-        return "quick"
-
-
-def recipe(name: str, profile: str = "quick", *, fallback: bool = True, **overrides) -> TrainConfig:
-    """Named training recipes, one per experiment family, for each profile.
-
-    ``"papyan"`` — the terminal-phase recipe of chapter 1. quick: MNIST-1D (2,000/1,000), MLP
-    3×512 with BatchNorm, SGD momentum 0.9, weight decay 5e-3, batch 128, 300 epochs, lr 0.05
-    ÷10 at epochs 100 and 200; full: CIFAR-10, ResNet-18, Papyan et al.'s recipe (SGD momentum 0.9, weight
-    decay 5e-4, batch 128, 350 epochs, lr ÷10 at 1/3 and 2/3).
-
-    With ``profile="full"`` and ``fallback=True``, when the torchvision data cannot be loaded or
-    downloaded, a clear message is printed and the quick recipe is returned instead.
-    """
-    check_profile(profile)
-    if fallback:
-        profile = resolve_profile(profile, _RECIPE_DATA.get(name))
-    if name == "papyan":
-        if profile == "quick":
-            cfg = TrainConfig(data="mnist1d", data_kwargs={"n_train": 2000, "n_test": 1000, "seed": 0},
-                              model="mlp", model_kwargs={"width": 512, "depth": 3, "batchnorm": True},
-                              lr=0.05, weight_decay=5e-3, epochs=300, milestones=(100, 200), batch_size=128, n_logs=30)
-        else:
-            cfg = TrainConfig(data="cifar10", data_kwargs={"download": True}, model="resnet18", model_kwargs={},
-                              lr=0.05, weight_decay=5e-4, epochs=350, milestones=(117, 233), batch_size=128, n_logs=30)
-    else:
-        raise ValueError(f"unknown recipe {name!r}; known: 'papyan'")
-    return cfg.replace(**overrides) if overrides else cfg
-
-
 # ----------------------------------------------------------------------------- reading histories
-__all__ += ["epoch_below"]
-
-
 def epoch_below(history: pd.DataFrame, threshold: float, key: str = "nc1", *, interpolate: bool = True) -> float:
     r"""The epoch at which ``history[key]`` first falls below ``threshold``.
 
