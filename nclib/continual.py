@@ -44,7 +44,9 @@ from torch import Tensor, nn
 from . import __version__
 from . import data as data_mod
 from . import models as models_mod
+from ._rng import mixed_generator as _generator
 from .evaluation import effective_rank, linear_probe
+from .features import extract
 
 __all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental", "train_many",
            "network_accuracies", "probe_accuracies", "forgetting_report", "replay_geometry", "task_of"]
@@ -56,15 +58,6 @@ def _check_int(v, name: str, lo: int) -> int:
     if v < lo:
         raise ValueError(f"{name} must be ≥ {lo}, got {v}")
     return int(v)
-
-
-def _generator(*parts: int) -> torch.Generator:
-    g = torch.Generator()
-    s = 0
-    for p in parts:
-        s = (s * 1_000_003 + int(p)) % (2 ** 63 - 1)
-    g.manual_seed(s)
-    return g
 
 
 # ----------------------------------------------------------------------------- task split
@@ -280,10 +273,8 @@ class ContinualRun:
 
     def features(self, split: str = "train") -> tuple[Tensor, Tensor]:
         """Penultimate features (float64) and labels of a split, from the final model."""
-        from .train import features_of
-
         X, y = self.data.tensors(split)
-        return features_of(self.model, X), y
+        return extract(self.model, X), y
 
 
 @torch.no_grad()
@@ -486,12 +477,10 @@ def forgetting_report(model: nn.Module, data: data_mod.Data, tasks: list[list[in
     """:func:`network_accuracies` and :func:`probe_accuracies` (on ``model.features``) of one
     model on the test inputs of the past tasks, plus ``gap`` = ``probe_all`` − ``net_all``
     (the share of forgetting that is *shallow*: separable features, failing classifier)."""
-    from .train import features_of
-
     Xtr, ytr = data.tensors("train")
     Xte, yte = data.tensors("test")
     out = network_accuracies(model, Xte, yte, tasks)
-    out.update(probe_accuracies(features_of(model, Xtr), ytr, features_of(model, Xte), yte, tasks,
+    out.update(probe_accuracies(extract(model, Xtr), ytr, extract(model, Xte), yte, tasks,
                                 weight_decay=weight_decay))
     out["gap"] = out["probe_all"] - out["net_all"]
     return out

@@ -21,7 +21,9 @@ import torch
 
 from . import geometry, metrics
 from .profiles import check_profile, default_device
-from .train import Run, TrainConfig, features_of, log_epochs
+from .features import extract
+from .stats import spearman
+from .train import Run, TrainConfig, log_epochs, stays_zero_from  # noqa: F401  (re-exported)
 
 __all__ = ["SIZES", "STEPS", "budget_epochs", "size_sweep_config", "margin_epochs", "train_test_collapse",
            "margin_trajectory", "margin_summary", "rank_correlation", "stays_zero_from", "run_features"]
@@ -98,7 +100,7 @@ def _features(model, X, device) -> torch.Tensor:
     p = next(model.parameters(), None)
     if p is not None and p.device != dev:
         model = copy.deepcopy(model).to(dev)
-    return features_of(model, X)
+    return extract(model, X)
 
 
 def run_features(run: Run, split: str = "train", *, epoch: int | None = None, device=None):
@@ -196,29 +198,6 @@ def margin_summary(trajectory: dict, num_classes: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of two equally long sequences, computed exactly
-    (:func:`nclib.stats.spearman`): +1 when y rises with x at every step, −1 when it falls."""
-    from .stats import spearman
-
-    return spearman(x, y)
-
-
-def stays_zero_from(epochs, values) -> int | None:
-    """The first epoch from which ``values`` (e.g. the training error at logged epochs, or the
-    fraction of negative margins) is 0 at that epoch and every later one — the start of a
-    terminal phase that is not left again — or None when the last value is not 0."""
-    e = np.asarray(epochs, dtype=float)
-    v = np.asarray(values, dtype=float)
-    if e.ndim != 1 or e.shape != v.shape or len(e) == 0:
-        raise ValueError(f"need two non-empty 1-D sequences of the same length, got {e.shape} and {v.shape}")
-    if np.any(np.diff(e) <= 0):
-        raise ValueError("epochs must be strictly increasing")
-    if np.isnan(v).any():
-        raise ValueError("values contain NaN")
-    nonzero = np.flatnonzero(v != 0)
-    if len(nonzero) == 0:
-        return int(e[0])
-    if nonzero[-1] == len(v) - 1:
-        return None
-    return int(e[nonzero[-1] + 1])
+rank_correlation = spearman
+"""Spearman's rank correlation, computed exactly: :func:`nclib.stats.spearman` itself (+1 when y
+rises with x at every step, −1 when it falls)."""

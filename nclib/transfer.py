@@ -12,7 +12,8 @@ new classes, and the geometric complexity of a feature map.
   (Dherin et al. 2022; Munn, Dherin & Gonzalvo 2024), exactly by Jacobians or by a
   Hutchinson estimate with random probes.
 * :func:`transfer_metrics` — target CDNV and few-shot accuracies of a frozen feature set at once.
-* :func:`spearman` — rank correlation (average ranks for ties), for the chapter's trend checks.
+* :func:`spearman` — :func:`nclib.stats.spearman` (exact, average ranks for ties), re-exported for the
+  chapter's trend checks.
 * :func:`source_config` / :func:`target_set` — chapter 5's source-training recipe on l classes
   and its disjoint target classes, per profile (quick: :func:`nclib.data.many_class`; full:
   CIFAR-100, source classes 0–49, target classes 50–99).
@@ -28,6 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as metrics_mod
+from ._rng import generator
+from .features import extract
+from .stats import spearman  # noqa: F401  (the exact rank correlation, re-exported)
 
 __all__ = ["features_at", "cdnv_of", "few_shot_episodes", "ncc_few_shot", "FewShotResult", "mean_ci",
            "transfer_metrics", "geometric_complexity", "spearman", "source_config", "target_set"]
@@ -61,14 +65,6 @@ def _pos_int(v, name: str, minimum: int = 1) -> int:
     return v
 
 
-def _generator(seed) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
 # ----------------------------------------------------------------------------- features
 @torch.no_grad()
 def features_at(model: nn.Module, X: Tensor, layer: str | None = None, *, batch_size: int = 4096) -> Tensor:
@@ -79,38 +75,13 @@ def features_at(model: nn.Module, X: Tensor, layer: str | None = None, *, batch_
     :class:`~nclib.models.MLP`, or ``"stages.5"`` of the ResNet-18), captured by a forward hook
     while ``model.features`` runs; outputs with spatial dimensions (N×C×…) are averaged over them
     (global average pooling), others flattened. The model is evaluated in eval mode and restored.
+    This is :func:`nclib.features.extract` with ``where="output"``, ``through="features"``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     X = _tensor(X, "X")
     _pos_int(batch_size, "batch_size")
-    if not callable(getattr(model, "features", None)):
-        raise TypeError("model must have a features(x) method (an nclib.models.NCModel)")
-    hook, captured = None, []
-    if layer is not None:
-        modules = dict(model.named_modules())
-        if not isinstance(layer, str) or layer not in modules or layer == "":
-            raise ValueError(f"model has no submodule {layer!r}; available: {[k for k in modules if k][:30]}")
-        hook = modules[layer].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    try:
-        for s in range(0, len(X), batch_size):
-            captured.clear()
-            h = model.features(X[s:s + batch_size].to(dev))
-            if hook is not None:
-                if not captured:
-                    raise ValueError(f"submodule {layer!r} is not used by model.features")
-                h = captured[-1]
-                h = h.flatten(2).mean(2) if h.ndim > 2 else h.flatten(1)
-            out.append(h.double().cpu())
-    finally:
-        if hook is not None:
-            hook.remove()
-        model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
+    return extract(model, X, layer, where="output", through="features", pool="mean", batch_size=batch_size)
 
 
 def cdnv_of(features: Tensor, labels: Tensor) -> float:
@@ -157,7 +128,7 @@ def few_shot_episodes(labels: Tensor, *, ways: int, shots: int, queries: int, ep
     labels = _labels(labels)
     for name, v, lo in (("ways", ways, 2), ("shots", shots, 1), ("queries", queries, 1), ("episodes", episodes, 1)):
         _pos_int(v, name, lo)
-    g = _generator(seed)
+    g = generator(seed, allow_generator=False)
     classes, inv, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     if ways > len(classes):
         raise ValueError(f"ways={ways} exceeds the {len(classes)} classes available")
@@ -267,7 +238,7 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
     _pos_int(batch_size, "batch_size")
     if probes is not None:
         _pos_int(probes, "probes")
-    g = _generator(seed)
+    g = generator(seed, allow_generator=False)
     if not X.dtype.is_floating_point:
         raise TypeError(f"X must be floating point, got {X.dtype}")
     module = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
@@ -299,15 +270,6 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
     finally:
         if module is not None:
             module.train(was)
-
-
-# ----------------------------------------------------------------------------- statistics
-def spearman(x, y) -> float:
-    r"""Spearman's rank correlation, computed exactly (:func:`nclib.stats.spearman`). +1 for any
-    strictly increasing relation, −1 for any strictly decreasing one."""
-    from .stats import spearman as _exact
-
-    return _exact(x, y)
 
 
 # ----------------------------------------------------------------------------- the chapter's recipe

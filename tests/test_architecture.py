@@ -150,3 +150,22 @@ def test_the_cache_fingerprint_reads_the_same_graph():
     short = lambda m: m[len("nclib."):] if m != "nclib" else "__init__"  # noqa: E731
     for m in ("nclib.train", "nclib.train.loop", "nclib.continual", "nclib.imbalance", "nclib.ufm"):
         assert {short(x) for x in reach(m)} <= set(module_closure(short(m))), m
+
+
+# modules another change owns that still carry their own copy (remove once they use the shared one)
+OWN_GENERATOR_PENDING = {"geometry.py"}
+
+
+def test_one_definition_each():
+    """One rank correlation, one terminal-phase onset, one seed → generator rule, one feature
+    extractor; the other names are the same objects or thin wrappers of them."""
+    from nclib import continual, features, generalization, stats, train, transfer
+
+    assert transfer.spearman is stats.spearman and generalization.rank_correlation is stats.spearman
+    assert generalization.stays_zero_from is train.stays_zero_from
+    assert continual._generator is __import__("nclib._rng", fromlist=["x"]).mixed_generator
+    assert features.extract.__module__ == "nclib.features"
+    own = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                 if any(isinstance(n, ast.FunctionDef) and n.name == "_generator"
+                        for n in ast.walk(ast.parse(p.read_text()))))
+    assert set(own) == OWN_GENERATOR_PENDING, own

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from .cache import _source_hash, atomic_save, cache_dir, library_fingerprint, module_closure  # noqa: F401
 from .config import TrainConfig  # noqa: F401
-from .loop import Run, epoch_below, features_of, fit, log_epochs  # noqa: F401
+from .loop import Run, epoch_below, features_of, fit, log_epochs, stays_zero_from  # noqa: F401
 from .recipes import recipe, resolve_profile  # noqa: F401
 from .workers import _fit_in_child, _worker_command, fit_many, processes_default, run_workers  # noqa: F401
 
 __all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "module_closure", "log_epochs", "cache_dir",
-           "atomic_save", "recipe", "resolve_profile", "features_of", "epoch_below", "run_workers", "processes_default"]
+           "atomic_save", "recipe", "resolve_profile", "features_of", "epoch_below", "stays_zero_from", "run_workers",
+           "processes_default"]

@@ -18,11 +18,12 @@ from .. import __version__
 from .. import data as data_mod
 from .. import metrics as metrics_mod
 from .. import models as models_mod
+from ..features import extract
 from ..profiles import default_device
 from .cache import atomic_save, cache_dir
 from .config import _BUILTIN_LOSSES, TrainConfig, _registered_losses
 
-__all__ = ["Run", "fit", "log_epochs", "features_of", "epoch_below"]
+__all__ = ["Run", "fit", "log_epochs", "features_of", "epoch_below", "stays_zero_from"]
 
 
 @dataclass
@@ -62,13 +63,11 @@ class Run:
         """First epoch of the terminal phase of training: the epoch from which on no training
         mini-batch was ever misclassified again (the running error of ``curve`` stays 0 to the
         end), or None when training ends with errors. A lucky error-free epoch followed by
-        mistakes does not count."""
+        mistakes does not count. :func:`stays_zero_from` of the curve's running error."""
         err = self.curve["train_error_running"].to_numpy()
-        if len(err) == 0 or err[-1] != 0:
+        if len(err) == 0 or err[-1] != 0:  # (MCR² has no running error: all NaN, so None)
             return None
-        nonzero = np.flatnonzero(err != 0)
-        first = 0 if len(nonzero) == 0 else nonzero[-1] + 1
-        return int(self.curve["epoch"].iloc[first])
+        return stays_zero_from(self.curve["epoch"].to_numpy(), err)
 
     @property
     def final(self) -> pd.Series:
@@ -87,15 +86,10 @@ def log_epochs(epochs: int, n: int) -> list[int]:
     return sorted({0, *pts.tolist(), epochs})
 
 
-@torch.no_grad()
 def features_of(model: nn.Module, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """``model.features`` on X in eval mode, batched, as float64 on the CPU."""
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model.features(X[s:s + batch_size].to(dev)).double().cpu() for s in range(0, len(X), batch_size)]
-    model.train(was)
-    return torch.cat(out)
+    """``model.features`` on X in eval mode, batched, as float64 on the CPU
+    (:func:`nclib.features.extract` without a layer)."""
+    return extract(model, X, batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -501,3 +495,23 @@ def epoch_below(history: pd.DataFrame, threshold: float, key: str = "nc1", *, in
         return float(e[i])
     t = (math.log(v[i - 1]) - math.log(threshold)) / (math.log(v[i - 1]) - math.log(v[i]))
     return float(e[i - 1] + t * (e[i] - e[i - 1]))
+
+
+def stays_zero_from(epochs, values) -> int | None:
+    """The first epoch from which ``values`` (e.g. the training error at logged epochs, or the
+    fraction of negative margins) is 0 at that epoch and every later one — the start of a
+    terminal phase that is not left again — or None when the last value is not 0."""
+    e = np.asarray(epochs, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if e.ndim != 1 or e.shape != v.shape or len(e) == 0:
+        raise ValueError(f"need two non-empty 1-D sequences of the same length, got {e.shape} and {v.shape}")
+    if np.any(np.diff(e) <= 0):
+        raise ValueError("epochs must be strictly increasing")
+    if np.isnan(v).any():
+        raise ValueError("values contain NaN")
+    nonzero = np.flatnonzero(v != 0)
+    if len(nonzero) == 0:
+        return int(e[0])
+    if nonzero[-1] == len(v) - 1:
+        return None
+    return int(e[nonzero[-1] + 1])

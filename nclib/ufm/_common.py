@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor
 
+from .._rng import generator as _generator  # noqa: F401  (int or torch.Generator)
+
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("gd", "lbfgs")
@@ -71,16 +73,6 @@ def _labels(labels, num_classes: int | None = None) -> tuple[Tensor, int]:
     if K < 2:
         raise ValueError(f"need at least 2 classes, got {K}")
     return labels.long(), K
-
-
-def _generator(seed) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 def _one_hot(labels: Tensor, K: int, dtype=torch.float64) -> Tensor:
