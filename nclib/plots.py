@@ -5,6 +5,16 @@
   vertices of a K = 4 problem in their 3-D span, across epochs (the book's answer to Papyan,
   Han & Donoho's collapse animation); the animation renders to HTML/JS so it plays in the book
   and on Colab.
+
+**Readable at the page width.** The book's text column is about ``PAGE_WIDTH_PX`` = 720 CSS px
+wide (sphinx-book-theme at a 1280 px window); the inline backend draws at ``DPI`` = 100, so a
+figure wider than ``PAGE_WIDTH_IN`` = 7.2 in is scaled down in the page and its fonts with it.
+Every figure here is at most that wide with at most three panels per row, and its smallest text
+is at least ``MIN_FONT_PX`` = 9 px as rendered (:func:`min_font_px`; ``tests/test_plots.py``).
+:func:`set_theme` sets the font sizes and, in IPython, shows every figure through
+:func:`fit_to_page` (a wider figure is narrowed to the page, keeping its height and font sizes)
+and records the smallest font of the PNG in its metadata (``nclib-min-font-px``), which the
+browser test reads back at the rendered width.
 """
 from __future__ import annotations
 
@@ -14,7 +24,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["set_theme", "collapse_panels", "PANELS", "etf_3d", "collapse_animation", "etf_frame"]
+__all__ = ["set_theme", "collapse_panels", "PANELS", "etf_3d", "collapse_animation", "etf_frame",
+           "PAGE_WIDTH_PX", "PAGE_WIDTH_IN", "DPI", "MIN_FONT_PX", "min_font_px", "fit_to_page", "subplots",
+           "png_bytes"]
+
+PAGE_WIDTH_PX = 720  # the book's content column at a 1280 px window (CSS px)
+DPI = 100  # matplotlib's figure dpi, used by the inline backend
+PAGE_WIDTH_IN = PAGE_WIDTH_PX / DPI
+MIN_FONT_PX = 9.0
+PNG_FONT_KEY = "nclib-min-font-px"
+# the theme's font sizes (points); the smallest, 8 pt, is 11 px at 100 dpi
+FONTS = {"font.size": 9.5, "axes.titlesize": 10.0, "axes.labelsize": 9.0, "xtick.labelsize": 8.5,
+         "ytick.labelsize": 8.5, "legend.fontsize": 8.0, "legend.title_fontsize": 8.5, "figure.titlesize": 10.5}
 
 # (history column(s), title, y label, log scale)
 PANELS = [
@@ -25,7 +46,7 @@ PANELS = [
     (("max_angle",), "NC2: maximal angles", r"mean $|\cos+1/(K-1)|$", True),
     (("self_duality",), "NC3: self-duality", r"$\|W/\|W\| - \tilde M/\|\tilde M\|\|_F^2$", True),
     (("ncc_mismatch",), "NC4: agreement with NCC", "mismatch fraction", False),
-    (("cdnv", "test_cdnv"), "CDNV (train / test)", "class-distance normalised variance", True),
+    (("cdnv", "test_cdnv"), "CDNV (train / test)", "CDNV", True),
 ]
 
 _LABELS = {"train_error": "train", "test_error": "test", "equinorm_means": "class means",
@@ -33,10 +54,105 @@ _LABELS = {"train_error": "train", "test_error": "test", "equinorm_means": "clas
 
 
 def set_theme() -> None:
-    """The book's plotting style (seaborn whitegrid, compact)."""
+    """The book's plotting style: seaborn whitegrid, the font sizes of ``FONTS``, ``DPI``; in an
+    IPython kernel, figures are shown through :func:`png_bytes` (narrowed to the page width, the
+    smallest font recorded in the PNG)."""
+    import matplotlib as mpl
     import seaborn as sns
 
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    mpl.rcParams.update({**FONTS, "figure.dpi": DPI})
+    _register_png_formatter()
+
+
+def _register_png_formatter() -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or not hasattr(ip, "display_formatter"):
+        return
+    import matplotlib.pyplot  # noqa: F401  (activates the inline backend first: its own formatter must not replace ours)
+    from matplotlib.figure import Figure
+
+    ip.display_formatter.formatters["image/png"].for_type(Figure, png_bytes)
+
+
+def _texts(fig):
+    from matplotlib.text import Text
+
+    out = [t for t in fig.findobj(Text, include_self=False) if t.figure is fig]
+    hidden = set()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            hidden.update(id(t) for t in ax.findobj(Text))
+    return [t for t in out if id(t) not in hidden and t.get_visible() and t.get_text().strip()]
+
+
+def min_font_px(fig, width_px: float = PAGE_WIDTH_PX, dpi: float = DPI) -> float:
+    """The smallest font of ``fig`` in CSS px when its PNG (``dpi``, tight bounding box, as the
+    inline backend saves it) is shown at most ``width_px`` wide: size in points × dpi/72 × the
+    scale min(1, width_px / natural width)."""
+    if width_px <= 0 or dpi <= 0:
+        raise ValueError(f"width_px and dpi must be positive, got {width_px}, {dpi}")
+    texts = _texts(fig)
+    if not texts:
+        raise ValueError("the figure has no visible text")
+    fig.canvas.draw()
+    natural = fig.get_tightbbox(fig.canvas.get_renderer()).width * dpi
+    scale = min(1.0, width_px / natural) if natural > 0 else 1.0
+    return min(t.get_fontsize() for t in texts) * dpi / 72 * scale
+
+
+def fit_to_page(fig, width_in: float = PAGE_WIDTH_IN):
+    """Narrow a figure wider than ``width_in`` to that width (height and font sizes kept; the
+    layout is recomputed), so that it is not scaled down in the page. Returns the figure."""
+    import warnings
+
+    w, h = fig.get_size_inches()
+    if w > width_in * 1.001:
+        fig.set_size_inches(width_in, h)
+        engine = fig.get_layout_engine()
+        if engine is None or type(engine).__name__ == "TightLayoutEngine":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as the book shows it: fitted to the page, PNG at ``DPI`` with a tight bounding
+    box, its smallest font at the page width in the PNG text chunk ``nclib-min-font-px``."""
+    import io
+
+    fit_to_page(fig)
+    try:
+        px = f"{min_font_px(fig):.2f}"
+    except ValueError:  # no text at all
+        px = "inf"
+    buf = io.BytesIO()
+    fig.canvas.print_figure(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={PNG_FONT_KEY: px})
+    return buf.getvalue()
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, height: float | None = None, width: float | None = None, **kwargs):
+    """``plt.subplots`` sized for the page: at most three panels per row, ``width`` (default the
+    page width ``PAGE_WIDTH_IN``; 0.6 of it for one panel) and ``height`` per row (default 3.0 in
+    for three panels a row, 3.3 in otherwise). Returns ``(fig, axes)`` as ``plt.subplots`` does."""
+    import matplotlib.pyplot as plt
+
+    if not (isinstance(nrows, int) and isinstance(ncols, int)) or nrows < 1 or ncols < 1:
+        raise ValueError(f"nrows and ncols must be positive ints, got {nrows!r}, {ncols!r}")
+    if ncols > 3:
+        raise ValueError(f"at most 3 panels per row are readable at the page width, got ncols={ncols}")
+    if width is None:
+        width = PAGE_WIDTH_IN * (0.6 if ncols == 1 else 1.0)
+    width = min(width, PAGE_WIDTH_IN)
+    if height is None:
+        height = 3.0 if ncols == 3 else 3.3
+    kwargs.setdefault("layout", "tight")
+    return plt.subplots(nrows, ncols, figsize=(width, height * nrows), **kwargs)
 
 
 def _as_runs(histories) -> dict:
@@ -47,17 +163,21 @@ def _as_runs(histories) -> dict:
     raise TypeError("histories must be a DataFrame or a dict {label: DataFrame}")
 
 
-def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, ncols: int = 4, title: str | None = None):
+def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, ncols: int = 3, title: str | None = None):
     """Plot the NC metrics of one history (or ``{label: history}``) against epochs (log axis).
 
     ``tpt_epoch`` draws a vertical line where the terminal phase (zero training error) starts.
-    Returns the matplotlib figure."""
+    At most three panels per row (``ncols`` ≤ 3), the page width wide. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     runs = _as_runs(histories)
     panels = PANELS if panels is None else panels
+    if not isinstance(ncols, int) or not 1 <= ncols <= 3:
+        raise ValueError(f"ncols must be 1, 2 or 3 (readable at the page width), got {ncols!r}")
+    ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN * (0.6 if ncols == 1 else 1.0), 2.6 * nrows),
+                             squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (cols, ttl, ylab, logy) in zip(axes.flat, panels):
         for r, (lab, h) in enumerate(runs.items()):
@@ -78,7 +198,7 @@ def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, nco
         if tpt_epoch is not None:
             ax.axvline(tpt_epoch, color="grey", ls=":", lw=1)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend()
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if title:
@@ -130,25 +250,31 @@ def _draw_frame(ax, m3, w3, C, title):
     ax.set_xlabel("ETF axis 1")
     ax.set_ylabel("ETF axis 2")
     ax.set_zlabel("ETF axis 3")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
+    ax.tick_params(labelsize=8)
 
 
-def etf_3d(snapshots: dict, epochs=None, *, ncols: int = 4):
+def etf_3d(snapshots: dict, epochs=None, *, ncols: int = 2):
     """Small multiples: class means (solid), classifier rows (dashed) and ETF vertices (grey
-    triangles) of a K = 4 run at the chosen epochs (default: 4 spread over training)."""
+    triangles) of a K = 4 run at the chosen epochs (default: 4 spread over training), ``ncols``
+    (at most 3) per row, the page width wide."""
     import matplotlib.pyplot as plt
 
+    if not isinstance(ncols, int) or not 1 <= ncols <= 3:
+        raise ValueError(f"ncols must be 1, 2 or 3 (readable at the page width), got {ncols!r}")
     keys = sorted(snapshots)
     if epochs is None:
-        idx = np.unique(np.linspace(0, len(keys) - 1, min(ncols, len(keys))).round().astype(int))
+        idx = np.unique(np.linspace(0, len(keys) - 1, min(4, len(keys))).round().astype(int))
         epochs = [keys[i] for i in idx]
     missing = [e for e in epochs if e not in snapshots]
     if missing:
         raise ValueError(f"no snapshot for epochs {missing}; available: {keys}")
     nrows = math.ceil(len(epochs) / ncols)
-    fig = plt.figure(figsize=(3.3 * min(ncols, len(epochs)), 3.3 * nrows))
+    cols = min(ncols, len(epochs))
+    side = min(PAGE_WIDTH_IN / cols, 3.6)
+    fig = plt.figure(figsize=(side * cols, side * nrows))
     for i, e in enumerate(epochs):
-        ax = fig.add_subplot(nrows, min(ncols, len(epochs)), i + 1, projection="3d")
+        ax = fig.add_subplot(nrows, cols, i + 1, projection="3d")
         _draw_frame(ax, *etf_frame(snapshots[e]), f"epoch {e}")
     fig.tight_layout()
     return fig
@@ -222,13 +348,13 @@ def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = No
         raise ValueError(f"table lacks columns {missing}; it has {list(table.columns)}")
     t = table.sort_values(x)
     xs = t[x].to_numpy(dtype=float)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.4))
     for col, lab in cdnv.items():
         a1.plot(xs, t[col].to_numpy(dtype=float), marker="o", label=lab)
-    a1.set(xscale="log", yscale="log", xlabel=f"number of source classes {x}", ylabel="CDNV",
-           title="Collapse (CDNV) of frozen features")
+    a1.set(xscale="log", yscale="log", xlabel=f"source classes {x}", ylabel="CDNV",
+           title="Collapse of frozen features")
     plain_log_ticks(a1, "x", xs)
-    a1.legend(fontsize=8)
+    a1.legend()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (col, lab) in enumerate(accuracy.items()):
         ci = t[f"{col}_ci"].to_numpy(dtype=float) if f"{col}_ci" in t else None
@@ -236,10 +362,10 @@ def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = No
                     color=colours[i % len(colours)])
     for j, (lab, v) in enumerate((baselines or {}).items()):
         a2.axhline(float(v), ls=":", lw=1.2, color=colours[(len(accuracy) + j) % len(colours)], label=lab)
-    a2.set(xscale="log", xlabel=f"number of source classes {x}", ylabel="accuracy",
-           title="Few-shot accuracy on unseen classes (NCC)")
+    a2.set(xscale="log", xlabel=f"source classes {x}", ylabel="accuracy",
+           title="Few-shot accuracy, unseen classes")
     plain_log_ticks(a2, "x", xs)
-    a2.legend(fontsize=8)
+    a2.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -261,7 +387,7 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
         raise ValueError(f"table must be a DataFrame with columns {sorted(need)}")
     t = table.sort_values(x)
     n = t[x].to_numpy(dtype=float)
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.2))
     ax = axes[0]
     ax.plot(n, t["train_cdnv"], "o-", label="train (own class means)")
     ax.plot(n, t["test_cdnv"], "s-", label="test (own class means)")
@@ -269,20 +395,20 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
         ax.plot(n, t["test_cdnv_train_means"], "^--", label="test (around train means)")
     ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="CDNV (mean over class pairs)",
            title="Train vs test collapse")
-    ax.legend(fontsize=7)
+    ax.legend()
     ax = axes[1]
     ax.plot(n, t["test_cdnv"] - t["train_cdnv"], "o-", color="C3")
     ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="test CDNV − train CDNV",
-           title="Generalisation gap of collapse")
+           title="Gap of collapse")
     ax = axes[2]
     ax.plot(n, t["test_accuracy"], "o-", label="test accuracy")
     if "ncc_agreement_test" in t:
         ax.plot(n, t["ncc_agreement_test"], "s--", label="network = nearest train mean (test)")
     ax.set(xscale="log", ylim=(0, 1.02), xlabel="training-set size N", ylabel="fraction of test inputs",
-           title="Accuracy and NC4 on unseen data")
-    ax.legend(fontsize=7)
+           title="Accuracy, NC4 (test)")
+    ax.legend()
     for a in axes:
-        a.set_xticks(n, [f"{int(v):,}" for v in n])
+        a.set_xticks(n, [f"{int(v):,}" for v in n], rotation=45)
         a.minorticks_off()
     if title:
         fig.suptitle(title)
@@ -302,7 +428,7 @@ def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch
     if not isinstance(trajectory, dict) or not trajectory:
         raise ValueError("trajectory must be a non-empty dict {epoch: margins}")
     epochs = sorted(trajectory)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.4))
     norm = LogNorm(vmin=max(min(epochs), 1), vmax=max(max(epochs), 2))
     cmap = plt.get_cmap("viridis")
     for e in epochs:
@@ -324,13 +450,13 @@ def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch
             a.axhline(reference, color="grey", ls="--", lw=1, label="ETF value")
     if tpt_epoch is not None:
         a2.axvline(tpt_epoch, color="grey", ls=":", lw=1, label="terminal phase")
-    a1.set(xlabel="fraction of training samples (sorted by margin)", ylabel="normalised margin",
-           title="Sorted margin distributions")
+    a1.set(xlabel="fraction of samples (sorted)", ylabel="normalised margin",
+           title="Sorted margins")
     a2.set_xscale("symlog", linthresh=1)
     a2.set_xlim(0, max(epochs) * 1.15)
     a2.set(xlabel="epoch", ylabel="normalised margin", title="Margins over training")
-    a1.legend(fontsize=7, loc="upper left")
-    a2.legend(fontsize=7)
+    a1.legend(loc="upper left")
+    a2.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -356,7 +482,7 @@ def minority_collapse_panels(sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = 
     need = {"R", "head", "cos_W_minority", "cos_means_minority", "acc_minority", "acc_majority"}
     if not isinstance(sweep, pd.DataFrame) or not need <= set(sweep.columns):
         raise ValueError(f"sweep must be a DataFrame with columns {sorted(need)}")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (head, g) in enumerate(sweep.sort_values("R").groupby("head", sort=False)):
         c = colors[i % len(colors)]
@@ -372,14 +498,14 @@ def minority_collapse_panels(sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = 
             ax.axhline(-1 / (num_classes - 1), color="0.6", lw=0.8, ls="--")
         ax.set_ylabel("mean pairwise cosine")
     axes[0].set_title("Minority classifier rows")
-    axes[1].set_title("Minority class means (features)")
+    axes[1].set_title("Minority class means")
     axes[2].set_title("Test accuracy")
     axes[2].set_ylabel("accuracy")
     axes[2].set_ylim(-0.02, 1.02)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("imbalance ratio R")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7.5)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -405,7 +531,7 @@ def seed_bands(runs: dict, key: str = "nc1", *, ax=None, logy: bool = True, thre
         if any(key not in h.columns or "epoch" not in h.columns for h in hs):
             raise ValueError(f"every history needs the columns 'epoch' and {key!r}")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+        fig, ax = plt.subplots(figsize=(0.75 * PAGE_WIDTH_IN, 3.6))
     else:
         fig = ax.figure
     for label, hs in runs.items():
@@ -421,7 +547,7 @@ def seed_bands(runs: dict, key: str = "nc1", *, ax=None, logy: bool = True, thre
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel or key)
     ax.set_title(title or f"{key} over training (line: mean over seeds, band: min–max)")
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 
@@ -441,7 +567,7 @@ def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: 
     s = sweep.sort_values("fraction")
     nonzero = s.fraction[s.fraction > 0]
     lin = float(nonzero.min()) if len(nonzero) else 1e-3
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
     axes[0].plot(s.fraction, s.net_all, "o-", label="network (shallow)")
     axes[0].plot(s.fraction, s.probe_all, "s-", label="linear probe on features (deep)")
     for j, (label, v) in enumerate((baselines or {}).items()):
@@ -460,9 +586,9 @@ def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: 
     for ax in axes:
         ax.set_xscale("symlog", linthresh=lin)
         ax.set_xlim(-0.5 * lin, 1.3 * float(s.fraction.max()) if s.fraction.max() > 0 else lin)
-        ax.set_xlabel("replay buffer (fraction of each past class)")
+        ax.set_xlabel("replay buffer (fraction)")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7.5)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -108,6 +108,7 @@ def test_set_theme():
     with matplotlib.rc_context():
         plots.set_theme()
         assert matplotlib.rcParams["axes.grid"]
+        assert min(matplotlib.rcParams[k] for k in plots.FONTS) * plots.DPI / 72 >= plots.MIN_FONT_PX
 
 
 # ----------------------------------------------------------------------------- the K = 4 frame
@@ -212,3 +213,99 @@ def test_collapse_animation_renders_html():
     assert "<script" in html.data
     assert html.data.count("data:image/png;base64") == 3  # one frame per snapshot
     assert plt.get_fignums() == []  # the animation's figure is closed
+
+
+# ----------------------------------------------------------------------------- readable at the page width
+# Assumption (nclib.plots): the book's text column is PAGE_WIDTH_PX = 720 CSS px wide at a 1280 px
+# window and the inline backend draws at 100 dpi; a figure is shown at min(its width, 720 px).
+def _figures():
+    """Every figure function of nclib.plots that the chapters call, on small synthetic inputs."""
+    h = fake_history()
+    sizes = pd.DataFrame({"n_train": [100, 300, 1000, 3000], "train_cdnv": [0.1, 0.05, 0.02, 0.01],
+                          "test_cdnv": [0.5, 0.3, 0.2, 0.1], "test_cdnv_train_means": [0.6, 0.4, 0.3, 0.2],
+                          "test_accuracy": [0.6, 0.7, 0.8, 0.9], "ncc_agreement_test": [0.8, 0.85, 0.9, 0.95]})
+    transfer = pd.DataFrame({"l": [2, 5, 10, 20], "cdnv": [0.3, 0.2, 0.1, 0.05], "test_cdnv": [0.4, 0.3, 0.2, 0.1],
+                             "target_cdnv": [0.9, 0.7, 0.5, 0.4], "fs1": [0.3, 0.4, 0.5, 0.6], "fs5": [0.5, 0.6, 0.7, 0.8],
+                             "fs1_ci": [0.02] * 4, "fs5_ci": [0.02] * 4})
+    g = torch.Generator().manual_seed(0)
+    traj = {e: torch.randn(200, generator=g, dtype=torch.float64) + e / 10 for e in (1, 10, 100)}
+    sweep = pd.DataFrame({"R": [1, 10, 100] * 2, "head": ["learnable"] * 3 + ["fixed ETF"] * 3,
+                          "cos_W_minority": [-0.1, 0.5, 0.9, -0.1, -0.1, -0.1], "cos_means_minority": [-0.1, 0.3, 0.8] * 2,
+                          "acc_minority": [0.9, 0.5, 0.1, 0.9, 0.6, 0.3], "acc_majority": [0.9] * 6})
+    ufm = pd.DataFrame({"R": [1, 10, 100] * 2, "lam": [5e-3] * 3 + [1e-2] * 3, "cos": [-0.1, 0.6, 1.0, -0.1, 0.8, 1.0]})
+    replay = pd.DataFrame({"fraction": [0.0, 0.01, 0.1, 0.5], "net_all": [0.0, 0.3, 0.6, 0.8],
+                           "probe_all": [0.5, 0.6, 0.7, 0.85], "gap": [0.5, 0.3, 0.1, 0.05], "inflation": [np.nan, 3.0, 1.5, 1.1]})
+    bands = {"learnable": [fake_history(s) for s in range(3)], "fixed ETF": [fake_history(s + 3) for s in range(3)]}
+    fig, ax = plots.subplots(1, 3)
+    for a in ax:
+        a.plot([1, 2], [3, 4], label="a curve")
+        a.set(title="a title", xlabel="x", ylabel="y")
+        a.legend()
+    return {
+        "collapse_panels": plots.collapse_panels(h, tpt_epoch=5, title="a title"),
+        "collapse_panels (runs)": plots.collapse_panels({"seed 0": h, "seed 1": fake_history(1)}),
+        "etf_3d": plots.etf_3d(snapshots_collapsing(5)),
+        "size_sweep_panels": plots.size_sweep_panels(sizes, title="a title"),
+        "transfer_panels": plots.transfer_panels(transfer, baselines={"raw input, 5-shot": 0.4}),
+        "margin_panels": plots.margin_panels(traj, reference=0.5, tpt_epoch=10),
+        "minority_collapse_panels": plots.minority_collapse_panels(sweep, ufm=ufm, num_classes=10),
+        "seed_bands": plots.seed_bands(bands, "nc1", thresholds=(0.1,)),
+        "replay_panels": plots.replay_panels(replay, baselines={"probe, joint": 0.9}),
+        "subplots(1, 3)": fig,
+    }
+
+
+def test_every_figure_is_readable_at_the_page_width():
+    """The smallest text of every figure is at least MIN_FONT_PX at the page width (under the book's
+    theme), no figure is wider than the page, and none has more than three panels per row."""
+    small = {}
+    with matplotlib.rc_context():
+        plots.set_theme()
+        figures = _figures()
+    for name, fig in figures.items():
+        px = plots.min_font_px(fig)
+        if px < plots.MIN_FONT_PX:
+            small[name] = round(px, 2)
+        assert fig.get_size_inches()[0] <= plots.PAGE_WIDTH_IN + 1e-9, name
+        rows = {round(ax.get_position().y0, 3) for ax in visible_axes(fig) if ax.name != "3d"}
+        per_row = [sum(1 for ax in visible_axes(fig) if round(ax.get_position().y0, 3) == r) for r in rows]
+        assert max(per_row, default=0) <= 3, (name, per_row)
+    assert not small, f"fonts below {plots.MIN_FONT_PX} px at {plots.PAGE_WIDTH_PX} px: {small}"
+
+
+def test_min_font_px_scales_with_the_rendered_width():
+    fig, ax = plt.subplots(figsize=(14.4, 3))
+    ax.set_title("t", fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.set(xlabel="x", ylabel="y")
+    wide = plots.min_font_px(fig)
+    # a 14.4 in figure at 100 dpi is ~1200 px after the tight crop: shown at 720 px, 10 pt (13.9 px)
+    # shrinks to ~8.5 px
+    assert 6.0 < wide < 9.0
+    assert plots.min_font_px(fig, width_px=10_000) == pytest.approx(10 * 100 / 72)
+    plots.fit_to_page(fig)
+    assert fig.get_size_inches()[0] == pytest.approx(plots.PAGE_WIDTH_IN)
+    assert plots.min_font_px(fig) > 12
+    with pytest.raises(ValueError, match="positive"):
+        plots.min_font_px(fig, width_px=0)
+
+
+def test_png_records_the_smallest_font():
+    import io
+
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(12, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set(title="t", xlabel="x", ylabel="y")
+    data = plots.png_bytes(fig)
+    img = Image.open(io.BytesIO(data))
+    assert float(img.text[plots.PNG_FONT_KEY]) == pytest.approx(plots.min_font_px(fig), abs=0.01)
+    assert img.width <= plots.PAGE_WIDTH_PX + 20  # narrowed to the page (tight bbox: a few px either way)
+
+
+def test_subplots_refuses_more_than_three_panels_a_row():
+    with pytest.raises(ValueError, match="at most 3"):
+        plots.subplots(1, 4)
+    with pytest.raises(ValueError, match="ncols"):
+        plots.collapse_panels(fake_history(), ncols=4)
