@@ -52,6 +52,7 @@ __all__ = [
     "collapse_metrics",
     "measure",
     "measure_features",
+    "TrainingTracker",
 ]
 
 _GLOBAL_MEANS = ("samples", "classes")
@@ -618,14 +619,19 @@ class _CertifiedArgmax:
 
     def __call__(self, h32: Tensor, hnorm: Tensor, exact) -> Tensor:
         sc = torch.addmm(self.c, h32, self.At) if self.c is not None else h32 @ self.At
-        top = sc.topk(2, dim=1)
-        thr = (2.0 * self.gamma) * (hnorm * self.amax + self.cmax)
-        amb = ~((top.values[:, 0] - top.values[:, 1]) > thr)
-        pred = top.indices[:, 0]
-        if bool(amb.any()):
-            rows = amb.nonzero().flatten()
-            pred[rows] = exact(rows)
-        return pred
+        return _certify(sc, (2.0 * self.gamma) * (hnorm * self.amax + self.cmax), exact)
+
+
+def _certify(sc: Tensor, thr: Tensor, exact) -> Tensor:
+    """Row-wise argmax of the float32 scores ``sc`` (overwritten); rows whose top-two gap is not
+    above ``thr`` (or not finite) are decided by ``exact(rows)`` instead."""
+    best, pred = sc.max(1)
+    sc.scatter_(1, pred[:, None], -math.inf)        # the runner-up: the max without the winner
+    amb = ~((best - sc.amax(1)) > thr)
+    if bool(amb.any()):
+        rows = amb.nonzero().flatten()
+        pred[rows] = exact(rows)
+    return pred
 
 # ----------------------------------------------------------------------------- CDNV
 def cdnv(stats: FeatureStats, *, reduce: str = "mean") -> float | Tensor:
@@ -731,10 +737,12 @@ def uniform_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "sampl
 
 # ----------------------------------------------------------------------------- all at once
 def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | None = None, *,
-                     global_mean: str = "samples", unbiased: bool = True, route: str = "auto") -> dict:
+                     global_mean: str = "samples", unbiased: bool = True, route: str = "auto",
+                     _cdnv: bool = True) -> dict:
     """Every metric computable from the statistics (and W), keyed by the book's stable names.
 
     NC4 (``ncc_mismatch``) needs the features themselves and is added by :func:`measure`.
+    (``_cdnv=False``, internal: the CDNV slot is left NaN, for a caller that fills it later.)
     """
     stats = _as_stats(stats)
     kw = dict(global_mean=global_mean)
@@ -744,7 +752,7 @@ def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | N
         "equiangularity": equiangularity(stats, unbiased=unbiased, **kw),
         "max_angle": max_angle(stats, **kw),
         "etf_error": gram_etf_error(stats, **kw),
-        "cdnv": cdnv(stats),
+        "cdnv": cdnv(stats) if _cdnv else math.nan,
     }
     if stats.track_scatter:
         out["nc1"] = nc1(stats, route=route, **kw)
@@ -893,7 +901,7 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
         route = "kk" if D > K else "dd"
     # the means-only metrics now: they validate the statistics (empty classes, identical means)
     # before the second pass; the two that need sq_dev are recomputed after it
-    out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased)
+    out = collapse_metrics(stats, W, b, global_mean=global_mean, unbiased=unbiased, _cdnv=False)
     ref = stats.global_mean(global_mean)
     kk = route == "kk"
     if kk:
@@ -1143,3 +1151,97 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
         if handle is not None:
             handle.remove()
         model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- tracking during training
+class TrainingTracker:
+    r"""NC metrics of the training set at every epoch, from the forward passes training already
+    makes — **an approximation** of :func:`measure` on the training split.
+
+    A forward hook on the classifier module (``module``, e.g. ``model.classifier``) keeps the
+    classifier's input — the penultimate features — of every batch run while the module is in
+    training mode (evaluation-mode calls, e.g. :func:`measure`'s, are ignored); the training loop
+    hands over each batch's labels with :meth:`labels` (before or after the forward pass; the
+    features and labels are paired in order). :meth:`compute` then runs the exact two-pass
+    computation of :func:`measure_features` on the kept features, with the classifier as it is at
+    that moment, and starts a new epoch.
+
+    What differs from the exact, end-of-epoch, evaluation-mode :func:`measure`:
+
+    1. the features are the training-mode ones (BatchNorm with batch statistics, dropout active);
+    2. each batch's features come from the weights at that step of the epoch, not the final ones;
+    3. the classifier (W, b) is the one at :meth:`compute` time (call it when the epoch is done,
+       before the next optimiser step).
+
+    Its deviation from the exact measurement is measured per epoch in ``benchmarks/bench.py``
+    (section 2). Cost: a copy of each batch's features (float32, N×D per epoch kept until
+    :meth:`compute` — the training set's features once) plus one :func:`measure_features` on
+    them; no extra forward pass. Under ``torch.distributed`` every rank keeps its shard and
+    :meth:`compute` (called on every rank) all-reduces the statistics.
+    """
+
+    def __init__(self, module: torch.nn.Module, num_classes: int, *, classifier=None,
+                 global_mean: str = "samples", unbiased: bool = True, precision: str = "float64"):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module (the classifier), got {type(module).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got num_classes={num_classes}")
+        _check_choice(global_mean, "global_mean", _GLOBAL_MEANS)
+        _check_choice(precision, "precision", _PRECISIONS)
+        self.module, self.num_classes = module, num_classes
+        self.classifier = module if classifier is None else classifier
+        self.conventions = dict(global_mean=global_mean, unbiased=bool(unbiased), precision=precision)
+        self._feats: list[Tensor] = []
+        self._labels: list[Tensor] = []
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, mod, inp, out) -> None:
+        if mod.training and inp and isinstance(inp[0], Tensor):
+            self._feats.append(inp[0].detach().flatten(1).clone())
+
+    def labels(self, y: Tensor) -> None:
+        """The labels of the batch whose forward pass is (or is about to be) run."""
+        y = _require_tensor(y, "y")
+        if y.ndim != 1:
+            raise ValueError(f"labels must be 1-D, got shape {tuple(y.shape)}")
+        self._labels.append(y.detach())
+
+    @property
+    def pending(self) -> int:
+        """Feature rows kept for the current epoch (paired with labels)."""
+        return sum(int(f.shape[0]) for f, _ in zip(self._feats, self._labels))
+
+    def compute(self, W: Tensor | None = None, b: Tensor | None = None) -> NCMetrics:
+        """Metrics of the features kept since the last call (exact two passes over them), with the
+        classifier's current (W, b) unless given; then forgets them. Unpaired features or labels
+        (a batch whose forward pass or labels come later) stay for the next epoch."""
+        n = min(len(self._feats), len(self._labels))
+        if n == 0:
+            raise ValueError("no training batches were seen since the last compute(): call labels(y) "
+                             "for each batch and run its forward pass in training mode")
+        batches = list(zip(self._feats[:n], self._labels[:n]))
+        for f, y in batches:
+            if f.shape[0] != y.shape[0]:
+                raise ValueError(f"a batch has {f.shape[0]} feature rows but {y.shape[0]} labels: "
+                                 "labels(y) must be called once per training forward pass")
+        self._feats, self._labels = self._feats[n:], self._labels[n:]
+        if W is None:
+            W, b0 = _classifier_of(None, self.classifier)
+            b = b0 if b is None else b
+        if W is not None:
+            W = W.detach()
+            b = None if b is None else b.detach()
+        return _two_pass(lambda: iter(batches), self.num_classes, W, b, route="auto",
+                         device=batches[0][0].device, **self.conventions)
+
+    def remove(self) -> None:
+        """Remove the forward hook."""
+        self._handle.remove()
+
+    def __enter__(self) -> "TrainingTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
