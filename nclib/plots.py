@@ -71,12 +71,33 @@ def _register_png_formatter() -> None:
     except ImportError:
         return
     ip = get_ipython()
-    if ip is None or not hasattr(ip, "display_formatter"):
+    if ip is None or not hasattr(ip, "display_formatter") or not hasattr(ip, "events"):
         return
-    import matplotlib.pyplot  # noqa: F401  (activates the inline backend first: its own formatter must not replace ours)
+    import matplotlib.pyplot as plt
+
+    # load the backend now: importing matplotlib-inline installs its own Figure formatter
+    getattr(plt, "_get_backend_mod", lambda: None)()
+    _ensure_png_formatter()
+    # matplotlib-inline (re)installs its own Figure formatter after the cell that activates it,
+    # and again when its settings change: put ours back after every cell
+    if _ensure_png_formatter not in ip.events.callbacks.get("post_run_cell", []):
+        ip.events.register("post_run_cell", _ensure_png_formatter)
+
+
+def _ensure_png_formatter(*_):
+    from IPython import get_ipython
     from matplotlib.figure import Figure
 
-    ip.display_formatter.formatters["image/png"].for_type(Figure, png_bytes)
+    ip = get_ipython()
+    if ip is None:
+        return
+    formatter = ip.display_formatter.formatters["image/png"]
+    try:
+        current = formatter.lookup_by_type(Figure)
+    except KeyError:
+        current = None
+    if current is not png_bytes:
+        formatter.for_type(Figure, png_bytes)
 
 
 def _texts(fig):
@@ -96,10 +117,10 @@ def min_font_px(fig, width_px: float = PAGE_WIDTH_PX, dpi: float = DPI) -> float
     scale min(1, width_px / natural width)."""
     if width_px <= 0 or dpi <= 0:
         raise ValueError(f"width_px and dpi must be positive, got {width_px}, {dpi}")
+    fig.canvas.draw()  # tick labels get their text when drawn
     texts = _texts(fig)
     if not texts:
         raise ValueError("the figure has no visible text")
-    fig.canvas.draw()
     natural = fig.get_tightbbox(fig.canvas.get_renderer()).width * dpi
     scale = min(1.0, width_px / natural) if natural > 0 else 1.0
     return min(t.get_fontsize() for t in texts) * dpi / 72 * scale
