@@ -480,6 +480,16 @@ def equiangularity(x, *, global_mean: str = "samples", unbiased: bool = True) ->
     rows = _pair_rows(K, D)
     if rows < K:
         Xn = V / V.norm(dim=1, keepdim=True).clamp_min(torch.finfo(V.dtype).tiny)
+        # K > D: the pair sums from D-sized quantities, Σ_{i<j} c_ij = (‖Σx_i‖² − Σ‖x_i‖²)/2 and
+        # Σ_{i<j} c_ij² = (‖XᵀX‖_F² − Σ‖x_i‖⁴)/2, unless the variance is < 1% of the mean square
+        # (cancellation): then two passes over row blocks
+        n = K * (K - 1) // 2
+        sq = (Xn * Xn).sum(1)
+        s1 = (Xn.sum(0).square().sum() - sq.sum()) / 2
+        s2 = ((Xn.T @ Xn).square().sum() - sq.square().sum()) / 2
+        var = (s2 - s1 * s1 / n) / (n - 1 if unbiased and n > 1 else n)
+        if var > 1e-2 * s2 / n:
+            return float(var.sqrt())
         return float(_blocked_mean_std(K, rows, lambda s, e: Xn[s:e] @ Xn.T, unbiased)[1])
     return float(_std(_offdiag_cosines(V), unbiased))
 
@@ -500,8 +510,18 @@ def max_angle(x, *, global_mean: str = "samples") -> float:
 def _etf_gram_error(A: Tensor, B: Tensor) -> float:
     K = A.shape[0]
     rows = _pair_rows(K, A.shape[1])
-    if rows < K:  # blocks of rows: ‖G‖_F first, then the distance to the ETF Gram
+    if rows < K:
+        # K > D: with G = ABᵀ, ‖G/‖G‖ − P/√(K−1)‖² = 2 − 2⟨G,P⟩/(‖G‖√(K−1)), ‖G‖² = ⟨AᵀA, BᵀB⟩ and
+        # ⟨G,P⟩ = Σ a_k·b_k − (Σa_k)·(Σb_k)/K: D×D work. Unless that cancels (value² < 1e-2, or
+        # ‖G‖² < 1e-6 ‖AᵀA‖‖BᵀB‖): blocks of rows, ‖G‖_F first, then the distance to the ETF Gram
         s2 = math.sqrt(K - 1)
+        AA, BB = A.T @ A, B.T @ B
+        g2 = (AA * BB).sum()
+        if g2 > 1e-6 * AA.norm() * BB.norm():
+            gp = (A * B).sum() - A.sum(0) @ B.sum(0) / K
+            v2 = 2.0 - 2.0 * gp / (g2.sqrt() * s2)
+            if v2 > 1e-2:
+                return float(v2.sqrt())
         blocks = [(s, min(K, s + rows)) for s in range(0, K, rows)]
         nrm = sum((A[s:e] @ B.T).square().sum() for s, e in blocks).sqrt()
         if nrm == 0:
@@ -620,6 +640,23 @@ class _CertifiedArgmax:
     def __call__(self, h32: Tensor, hnorm: Tensor, exact) -> Tensor:
         sc = torch.addmm(self.c, h32, self.At) if self.c is not None else h32 @ self.At
         return _certify(sc, (2.0 * self.gamma) * (hnorm * self.amax + self.cmax), exact)
+
+    @staticmethod
+    def stack(*decs: "_CertifiedArgmax"):
+        """Several decisions on the same rows from one float32 product (their score columns side by
+        side); each keeps its own bound. Returns f(h32, hnorm, exacts) -> tuple of predictions."""
+        At = torch.cat([d.At for d in decs], 1)
+        c = torch.cat([d.c if d.c is not None else At.new_zeros(d.At.shape[1]) for d in decs])
+        cuts = [0]
+        for d in decs:
+            cuts.append(cuts[-1] + d.At.shape[1])
+
+        def decide(h32, hnorm, exacts):
+            sc = torch.addmm(c, h32, At)
+            return tuple(_certify(sc[:, a:z], (2.0 * d.gamma) * (hnorm * d.amax + d.cmax), ex)
+                         for d, a, z, ex in zip(decs, cuts, cuts[1:], exacts))
+
+        return decide
 
 
 def _certify(sc: Tensor, thr: Tensor, exact) -> Tensor:
@@ -922,14 +959,25 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
     if kk:
         Q_w, Mq_w = Q.to(wd), Mq.to(wd)
     screen = W is not None and _screen_ok(dev)
-    # NCC in the full space: on the D×D route, and in float32 precision (certified there too)
-    ncc_full = W is not None and (not kk or f32)
+    # the nearest centre in the full space on the D×D route (certified, one float32 product with
+    # the logits), in the span otherwise (float64; in float32 precision certified there)
+    ncc_full = W is not None and (not kk or (f32 and not screen))
     if W is not None:
         m2 = (means * means).sum(1)
         MT = means.T.contiguous()
         if screen:
             net_dec = _CertifiedArgmax(W, b)
             ncc_dec = _CertifiedArgmax(2.0 * means, -m2) if ncc_full else None
+            both = _CertifiedArgmax.stack(net_dec, ncc_dec) if ncc_full else None
+            if kk and f32:  # the nearest centre in the span from float32 projections, certified
+                mqn = Mq.norm(dim=1)
+                mqmax = float(mqn.max())
+                mun_w = means.norm(dim=1).to(wd)
+                mqn_w = mqn.to(wd)
+                MqT2_w = (2.0 * Mq).T.to(wd).contiguous()
+                nmq2_w = (-mq2).to(wd)
+                uu = _U32 + _U64
+                g_d, g_r = 1.1 * D * uu, 1.1 * (r + 4) * uu
         sbuf = torch.empty(rows, K, dtype=f64, device=dev) if rows else None
 
     def net_exact(h64):
@@ -952,7 +1000,8 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
             h = xc if xc.dtype == wd else (buf[:n].copy_(xc) if (buf is not None and not f32) else xc.to(wd))
             d = torch.index_select(means_w, 0, yc, out=dbuf[:n]) if dbuf is not None else means_w.index_select(0, yc)
             d.sub_(h)                                  # μ_y − h (the sign cancels below)
-            sq_dev.index_add_(0, yc, torch.linalg.vector_norm(d, dim=1).square_().to(f64))
+            dn = torch.linalg.vector_norm(d, dim=1)
+            sq_dev.index_add_(0, yc, dn.square().to(f64))
             if kk:
                 p = d @ Q_w                            # Qᵀ(μ_y − h)
                 if f32:
@@ -969,14 +1018,25 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
                 if screen:
                     h32 = h if h.dtype == torch.float32 else xc.to(torch.float32)
                     hn = torch.linalg.vector_norm(h32, dim=1)
+                if screen and ncc_full:
+                    pred, ncc = both(h32, hn, (lambda rws: net_exact(h64(rws)), lambda rws: ncc_exact(h64(rws))))
+                elif screen:
                     pred = net_dec(h32, hn, lambda rws: net_exact(h64(rws)))
                 else:
                     pred = net_exact(h64(None))
-                if ncc_full:
-                    if screen:
-                        ncc = ncc_dec(h32, hn, lambda rws: ncc_exact(h64(rws)))
-                    else:
-                        ncc = ncc_exact(h64(None))
+                if ncc_full and not screen:
+                    ncc = ncc_exact(h64(None))
+                elif ncc_full:
+                    pass
+                elif f32:
+                    # scores 2u·Mq_k − ‖Mq_k‖² from u = Qᵀ(h − μ_G) in float32; the bound E on their
+                    # error: ‖δu‖ ≤ (√r(γ_D + u) + 2u)‖μ_y − h‖ + u(‖μ_y‖ + ‖Mq_y‖ + ‖u‖), each score
+                    # off by ≤ 2‖δu‖ max‖Mq‖ + (γ_r + 4u)(2‖u‖ max‖Mq‖ + max‖Mq‖²); safety 1.5
+                    u = Mq_w.index_select(0, yc).sub_(p)
+                    un = torch.linalg.vector_norm(u, dim=1)
+                    du = (math.sqrt(r) * (g_d + uu) + 2 * uu) * dn + uu * (mun_w[yc] + mqn_w[yc] + un)
+                    E = 1.5 * (2.0 * mqmax * du + g_r * (2.0 * mqmax * un + mqmax * mqmax))
+                    ncc = _certify(torch.addmm(nmq2_w, u, MqT2_w), 2.0 * E, lambda rws: ncc_exact(h64(rws)))
                 else:
                     u = Mq.index_select(0, yc).sub_(p)  # Qᵀ(h − μ_G)
                     ncc = torch.addmm(mq2, u, MqT, alpha=-2.0).argmin(1)  # ‖Mq_k‖² − 2 u·Mq_k

@@ -316,3 +316,27 @@ def test_new_arguments_are_validated():
     net = Net(d_in=3, K=2)
     with pytest.raises(ValueError, match="precision"):
         M.measure(net, [(x, y)], num_classes=2, precision="double")
+
+
+def test_many_class_identities_fall_back_when_they_would_cancel():
+    """Nearly parallel rows (cosines ≈ 1, tiny spread) with K > D: the D×D identities for the
+    cosine variance and the Gram error would cancel; the blocked two-pass route is taken and the
+    values still match the direct formulas."""
+    g = torch.Generator().manual_seed(11)
+    K, D = 80, 3
+    V = torch.ones(K, D, dtype=F64) + 1e-4 * torch.randn(K, D, generator=g, dtype=F64)
+    i, j = torch.triu_indices(K, K, 1)
+    U = V / V.norm(dim=1, keepdim=True)
+    cos = (U @ U.T)[i, j]
+    assert rel(M.equiangularity(V), cos.std()) <= 1e-9
+    P = torch.eye(K, dtype=F64) - 1.0 / K
+    A = torch.randn(K, D, generator=g, dtype=F64)
+    G = A @ V.T
+    want = float((G / G.norm() - P / math.sqrt(K - 1)).norm())
+    assert rel(M._etf_gram_error(A, V), want) <= 1e-12
+    # an orthogonal pair (G = 0 up to rounding) takes the blocked route too
+    B = torch.zeros(K, D, dtype=F64)
+    B[:, 0] = 1.0
+    C = torch.zeros(K, D, dtype=F64)
+    C[:, 1] = 1.0
+    assert M._etf_gram_error(B, C) == math.inf
