@@ -22,6 +22,7 @@ from ..features import extract
 from ..profiles import default_device
 from .cache import atomic_save, cache_dir
 from .config import _BUILTIN_LOSSES, TrainConfig, _registered_losses
+from .engine import Callback, Objective, run_loop
 
 __all__ = ["Run", "fit", "log_epochs", "features_of", "epoch_below", "stays_zero_from"]
 
@@ -148,9 +149,7 @@ def _build_model(cfg: TrainConfig, d: data_mod.Data) -> nn.Module:
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module):
-    # MCR² trains the feature map only: the classifier head is not optimised (it stays at its init)
-    params = [p for n, p in model.named_parameters()
-              if p.requires_grad and not (cfg.loss == "mcr2" and n.startswith("classifier."))]
+    params = _objective_class(cfg).parameters(cfg, model)  # the objective says what it trains
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -278,6 +277,174 @@ def _pbar(total, enabled, desc):
 
 
 # ----------------------------------------------------------------------------- fit
+class _Supervised(Objective):
+    """``"ce"``, ``"mse"`` or a registered loss on the logits of the whole model (:func:`_loss`).
+
+    Registered losses that need the penultimate features get them from the classifier's input (a
+    forward hook); a head that learns from the labels (``uses_labels = True``, e.g.
+    :class:`nclib.models.NearestETFGuidedClassifier`) is called as ``classifier(h, labels)`` on
+    training batches (a forward pre-hook), while measurement calls it without labels. Evaluation:
+    NC metrics and errors of the train and test splits (sharded across ranks), the validation
+    error, and the coding rates when ``log_rates``."""
+
+    has_logits = True
+
+    def __init__(self, cfg, model, K, train, test, val, *, rank, world, device):
+        self.cfg, self.model, self.K = cfg, model, K
+        self.train, self.test, self.val = train, test, val
+        self.rank, self.world, self.device = rank, world, device
+        self.net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        self.captured, self.hook = {}, None
+        if cfg.loss not in _BUILTIN_LOSSES and _registered_losses()[cfg.loss].needs_features:
+            self.hook = model.classifier.register_forward_hook(
+                lambda mod, inp, out: self.captured.__setitem__("h", inp[0]))
+        self.batch_labels, self.label_hook = {}, None
+        if getattr(model.classifier, "uses_labels", False):
+            self.label_hook = model.classifier.register_forward_pre_hook(
+                lambda mod, args: (*args, self.batch_labels["y"]) if "y" in self.batch_labels and len(args) == 1
+                else None)
+
+    @staticmethod
+    def parameters(cfg, model) -> list:
+        return [p for n, p in model.named_parameters() if p.requires_grad]
+
+    def forward(self, batch):
+        xb, yb, _ = batch
+        if self.label_hook is not None:
+            self.batch_labels["y"] = yb
+        out = self.net(xb)
+        self.batch_labels.clear()
+        return _loss(self.cfg, out, yb, self.K, self.captured.pop("h", None), self.model.classifier), out
+
+    def backward(self, loss, batch) -> None:
+        weight = batch[2]
+        if weight is not None:  # DDP averages the ranks' gradients: weight each rank by its share of the
+            # batch, so an uneven split (the trailing batch) still gives the batch-mean gradient
+            (loss * weight).backward()
+        else:
+            loss.backward()
+
+    def errors(self, out, yb) -> int:
+        return int((out.detach().argmax(1) != yb).sum())
+
+    def curve_errors(self) -> dict:
+        # with a validation split, every epoch's validation and test errors (cheap forward
+        # passes): early stopping can then pick any epoch, not only a logged one
+        (Xva, yva), (Xte, yte) = self.val, self.test
+        if Xva is None:
+            return {}
+        return {"val_error": _error_of(self.model, Xva, yva), "test_error": _error_of(self.model, Xte, yte)}
+
+    def evaluate(self, row: dict) -> metrics_mod.FeatureStats:
+        cfg, model, K = self.cfg, self.model, self.K
+        (Xtr, ytr), (Xte, yte), (Xva, yva) = self.train, self.test, self.val
+        kw = dict(rank=self.rank, world=self.world, device=self.device)
+        tr, stats = _measure_split(model, Xtr, ytr, K, **kw)
+        row.update(tr)
+        row["train_error"] = row.pop("error")
+        te, _ = _measure_split(model, Xte, yte, K, prefix="test_", **kw)
+        row["test_error"] = te["test_error"]
+        if cfg.measure_test:
+            row.update(te)
+        if Xva is not None:
+            row["val_error"] = _error_of(model, Xva, yva)
+        if cfg.log_rates:
+            row.update(_representation_rates(_normalized_features(model, Xtr), ytr, K, cfg.mcr2_eps))
+        return stats
+
+    def close(self) -> None:
+        for h in (self.hook, self.label_hook):
+            if h is not None:
+                h.remove()
+
+
+class _MCR2(_Supervised):
+    """``loss="mcr2"``: the MCR² objective on the L2-normalised ``model.features`` alone (the
+    classifier head is not optimised and not run); evaluated by :func:`_log_mcr2`. No logits, so
+    no running error (NaN in ``curve``) and no per-epoch validation errors."""
+
+    has_logits = False
+
+    def __init__(self, cfg, model, K, train, test, val, *, rank, world, device):
+        from ..losses import MCR2Loss
+
+        self.cfg, self.model, self.K = cfg, model, K
+        self.train, self.test, self.val = train, test, val
+        self.net = _FeatureMap(model)
+        if world > 1:
+            self.net = nn.parallel.DistributedDataParallel(self.net)
+        self.loss = MCR2Loss(K, eps=cfg.mcr2_eps, normalize=True)
+        self.hook = self.label_hook = None
+
+    @staticmethod
+    def parameters(cfg, model) -> list:
+        # MCR² trains the feature map only: the classifier head is not optimised (it stays at its init)
+        return [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("classifier.")]
+
+    def forward(self, batch):
+        xb, yb, _ = batch
+        out = self.net(xb)
+        return self.loss(out, yb), out
+
+    def errors(self, out, yb) -> None:
+        return None
+
+    def curve_errors(self) -> dict:
+        return {}
+
+    def evaluate(self, row: dict) -> metrics_mod.FeatureStats:
+        return _log_mcr2(row, self.cfg, self.model, self.train, self.test, self.val, self.K)
+
+
+def _objective_class(cfg: TrainConfig) -> type:
+    return _MCR2 if cfg.loss == "mcr2" else _Supervised
+
+
+class _At(Callback):
+    """A callback from a function of the epoch, called at the end of every epoch (its value: stop?)."""
+
+    def __init__(self, end):
+        self.end = end
+
+    def period_end(self, epoch):
+        return self.end(epoch)
+
+
+class _RunningCurve(Callback):
+    """Train mode at the start of each epoch, the running loss and error over its mini-batches (summed
+    over the ranks), and its row of ``curve`` (with the objective's per-epoch errors)."""
+
+    def __init__(self, model, opt, objective, curve, *, world, device):
+        self.model, self.opt, self.objective, self.curve = model, opt, objective, curve
+        self.world, self.device = world, device
+
+    def period_start(self, epoch):
+        self.model.train()
+        self.tot, self.cnt, self.wrong = 0.0, 0, 0
+        self.lr = self.opt.param_groups[0]["lr"]
+
+    def batch_end(self, batch, loss, out):
+        yb = batch[1]
+        self.tot += float(loss.detach()) * len(yb)
+        self.cnt += len(yb)
+        e = self.objective.errors(out, yb)
+        self.wrong += 0 if e is None else e
+
+    def period_end(self, epoch):
+        if self.world > 1:
+            import torch.distributed as dist
+
+            red = torch.tensor([self.tot, self.cnt, self.wrong], dtype=torch.float64, device=self.device)
+            dist.all_reduce(red)
+            self.tot, self.cnt, self.wrong = float(red[0]), int(red[1]), int(red[2])
+        self.mean_loss = self.tot / max(self.cnt, 1)
+        # MCR² has no logits during training: its running error is undefined (nan)
+        self.curve.append({"epoch": epoch, "lr": self.lr, "train_loss": self.mean_loss,
+                           "train_error_running": self.wrong / max(self.cnt, 1) if self.objective.has_logits
+                           else math.nan})
+        self.curve[-1].update(self.objective.curve_errors())
+
+
 def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=None, checkpoint_every: int = 10,
         stop_after: int | None = None, root: str | Path | None = None, keep_states=()) -> Run:
     """Train (or load from the results cache) the run described by ``cfg``.
@@ -337,61 +504,23 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         if epoch in keep:
             states[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    mcr2 = cfg.loss == "mcr2"
-    net = _FeatureMap(model) if mcr2 else model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(net)
-    mcr2_loss = None
-    if mcr2:
-        from ..losses import MCR2Loss
-
-        mcr2_loss = MCR2Loss(K, eps=cfg.mcr2_eps, normalize=True)
-
     Xtr, ytr = d.tensors("train")
     Xte, yte = d.tensors("test")
     Xva, yva = _val_tensors(d)
+    objective = _objective_class(cfg)(cfg, model, K, (Xtr, ytr), (Xte, yte), (Xva, yva), rank=rank, world=world,
+                                      device=dev)
     Xtr_d, ytr_d = Xtr.to(dev), ytr.to(dev)
     logged = set(log_epochs(cfg.epochs, cfg.n_logs))
-    # registered losses that need the penultimate features get them from the classifier's input
-    captured, hook = {}, None
-    if cfg.loss not in _BUILTIN_LOSSES and _registered_losses()[cfg.loss].needs_features:
-        hook = model.classifier.register_forward_hook(lambda mod, inp, out: captured.__setitem__("h", inp[0]))
-    # a head that learns from the labels (``uses_labels = True``, e.g. models.NearestETFGuidedClassifier)
-    # is called as ``classifier(h, labels)`` on training batches; measurement calls it without labels
-    batch_labels, label_hook = {}, None
-    if getattr(model.classifier, "uses_labels", False):
-        label_hook = model.classifier.register_forward_pre_hook(
-            lambda mod, args: (*args, batch_labels["y"]) if "y" in batch_labels and len(args) == 1 else None)
 
     def log(epoch, train_loss, lr):
         # lr: the learning rate used during this epoch (the scheduler has already stepped)
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
-        if mcr2:
-            stats = _log_mcr2(row, cfg, model, (Xtr, ytr), (Xte, yte), (Xva, yva), K)
-        else:
-            tr, stats = _measure_split(model, Xtr, ytr, K, rank=rank, world=world, device=dev)
-            row.update(tr)
-            row["train_error"] = row.pop("error")
-            te, _ = _measure_split(model, Xte, yte, K, rank=rank, world=world, device=dev, prefix="test_")
-            row["test_error"] = te["test_error"]
-            if cfg.measure_test:
-                row.update(te)
-            if Xva is not None:
-                row["val_error"] = _error_of(model, Xva, yva)
-            if cfg.log_rates:
-                row.update(_representation_rates(_normalized_features(model, Xtr), ytr, K, cfg.mcr2_eps))
+        stats = objective.evaluate(row)
         rows.append(row)
         snaps[epoch] = _snapshot(stats, model)
         model.train()
 
-    bar = _pbar(cfg.epochs, progress and rank == 0, f"fit {cfg.model}/{cfg.data}")
-    bar.update(start)
-    if start == 0 and 0 in logged:
-        log(0, float("nan"), opt.param_groups[0]["lr"])
-    if start == 0:
-        keep_state(0)
-    for epoch in range(max(start, 1), cfg.epochs + 1):
-        model.train()
+    def batches(epoch):
         g = torch.Generator()
         g.manual_seed(cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(Xtr), generator=g).to(dev)
@@ -400,60 +529,37 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         stops = list(range(0, n_full, cfg.batch_size))
         if len(perm) - n_full >= 2 * world:
             stops.append(n_full)
-        tot, cnt, wrong = 0.0, 0, 0
-        lr = opt.param_groups[0]["lr"]
         for s in stops:
-            idx = perm[s:s + cfg.batch_size][rank::world] if world > 1 else perm[s:s + cfg.batch_size]
-            xb, yb = Xtr_d[idx], ytr_d[idx]
-            if label_hook is not None:
-                batch_labels["y"] = yb
-            out = net(xb)
-            batch_labels.clear()
-            loss = mcr2_loss(out, yb) if mcr2 else _loss(cfg, out, yb, K, captured.pop("h", None), model.classifier)
-            opt.zero_grad(set_to_none=True)
-            if world > 1:  # DDP averages the ranks' gradients: weight each rank by its share of the
-                # batch, so an uneven split (the trailing batch) still gives the batch-mean gradient
-                (loss * (len(idx) * world / len(perm[s:s + cfg.batch_size]))).backward()
-            else:
-                loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            cnt += len(idx)
-            # MCR² has no logits during training: its running error is undefined (nan)
-            wrong += 0 if mcr2 else int((out.detach().argmax(1) != yb).sum())
-        if world > 1:
-            import torch.distributed as dist
+            full = perm[s:s + cfg.batch_size]
+            idx = full[rank::world] if world > 1 else full
+            # under DDP each rank's loss is weighted by its share of the batch (see _Supervised.backward)
+            yield Xtr_d[idx], ytr_d[idx], (len(idx) * world / len(full) if world > 1 else None)
 
-            red = torch.tensor([tot, cnt, wrong], dtype=torch.float64, device=dev)
-            dist.all_reduce(red)
-            tot, cnt, wrong = float(red[0]), int(red[1]), int(red[2])
-        curve.append({"epoch": epoch, "lr": lr, "train_loss": tot / max(cnt, 1),
-                      "train_error_running": math.nan if mcr2 else wrong / max(cnt, 1)})
-        if Xva is not None and not mcr2:
-            # with a validation split, every epoch's validation and test errors (cheap forward
-            # passes): early stopping can then pick any epoch, not only a logged one
-            curve[-1].update(val_error=_error_of(model, Xva, yva), test_error=_error_of(model, Xte, yte))
-        sch.step()
-        if epoch in logged:
-            log(epoch, tot / max(cnt, 1), lr)
-        keep_state(epoch)
+    def checkpoint(epoch):
         # (a stop at the last epoch also checkpoints, so the next call finishes without retraining)
         if cache and rank == 0 and ((epoch % checkpoint_every == 0 and epoch < cfg.epochs) or epoch == stop_after):
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sch.state_dict(),
                          "rows": rows, "snapshots": snaps, "curve": curve, "epoch": epoch, "states": states}, ckpt_path)
-        bar.update(1)
-        if stop_after is not None and epoch >= stop_after:
-            bar.close()
-            if hook is not None:
-                hook.remove()
-            if label_hook is not None:
-                label_hook.remove()
-            return None
-    bar.close()
-    if hook is not None:
-        hook.remove()
-    if label_hook is not None:
-        label_hook.remove()
+
+    bar = _pbar(cfg.epochs, progress and rank == 0, f"fit {cfg.model}/{cfg.data}")
+    bar.update(start)
+    if start == 0 and 0 in logged:
+        log(0, float("nan"), opt.param_groups[0]["lr"])
+    if start == 0:
+        keep_state(0)
+    running = _RunningCurve(model, opt, objective, curve, world=world, device=dev)
+    callbacks = [running,                                                     # train mode, running loss/error
+                 _At(end=lambda e: sch.step()),                                # the learning-rate schedule
+                 _At(end=lambda e: log(e, running.mean_loss, running.lr) if e in logged else None),  # NC metrics
+                 _At(end=keep_state), _At(end=checkpoint), _At(end=lambda e: bar.update(1)),
+                 _At(end=lambda e: stop_after is not None and e >= stop_after)]  # stop early (returns None)
+    try:
+        finished = run_loop(opt, range(max(start, 1), cfg.epochs + 1), batches, objective, callbacks)
+    finally:
+        bar.close()
+        objective.close()
+    if not finished:
+        return None
     model.eval()
     model.cpu()
     history = pd.DataFrame(rows)
