@@ -13,8 +13,8 @@ Every figure here is at most that wide with at most three panels per row, and it
 is at least ``MIN_FONT_PX`` = 9 px as rendered (:func:`min_font_px`; ``tests/test_plots.py``).
 :func:`set_theme` sets the font sizes and, in IPython, shows every figure through
 :func:`fit_to_page` (a wider figure is narrowed to the page, keeping its height and font sizes)
-and records the smallest font of the PNG in its metadata (``nclib-min-font-px``), which the
-browser test reads back at the rendered width.
+and records the smallest font of the PNG, in px at the PNG's own size, in its metadata
+(``nclib-min-font-px``); the browser test scales it to the width the page renders it at.
 """
 from __future__ import annotations
 
@@ -144,12 +144,13 @@ def fit_to_page(fig, width_in: float = PAGE_WIDTH_IN):
 
 def png_bytes(fig) -> bytes:
     """The figure as the book shows it: fitted to the page, PNG at ``DPI`` with a tight bounding
-    box, its smallest font at the page width in the PNG text chunk ``nclib-min-font-px``."""
+    box, its smallest font in px at the PNG's own size in the PNG text chunk ``nclib-min-font-px``
+    (shown ``w`` px wide, a PNG ``W`` px wide has its smallest text at that value × w/W)."""
     import io
 
     fit_to_page(fig)
     try:
-        px = f"{min_font_px(fig):.2f}"
+        px = f"{min_font_px(fig, width_px=math.inf):.2f}"
     except ValueError:  # no text at all
         px = "inf"
     buf = io.BytesIO()

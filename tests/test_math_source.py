@@ -65,7 +65,36 @@ def test_display_math_stands_alone(path):
     assert not display_math_in_paragraphs(path.read_text()), "\n".join(display_math_in_paragraphs(path.read_text()))
 
 
+def inline_math_problems(text):
+    """Paragraphs whose inline ``$`` do not pair up (outside code, display math and ``\\$``), and
+    roles inside a formula (``$l={glue:text}`x`$``: the formula then shows the role's source, not
+    its value). Unpaired dollars pair across the wrong text: raw TeX and a stray '$' on the page."""
+    bad, para, start = [], [], None
+    for n, line in list(prose_lines(text)) + [(None, "")]:
+        if line.strip() and not line.strip().startswith("$$"):
+            start = start or n
+            para.append(line)
+            continue
+        body = re.sub(r"\{[\w:-]+\}`[^`]*`", "<role>", " ".join(para))
+        body = re.sub(r"`[^`]*`", "", body).replace("\\$", "")
+        if body.count("$") % 2:
+            bad.append(f"line {start}: an odd number of '$' in the paragraph: {body[:70]!r}")
+        for span in re.findall(r"\$([^$]*)\$", body):
+            if "<role>" in span:
+                bad.append(f"line {start}: a role inside a formula: ${span[:50]}$ (write $x=$ {{role}}`...`)")
+        para, start = [], None
+    return bad
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_inline_math_dollars_pair_up(path):
+    assert not inline_math_problems(path.read_text()), "\n".join(inline_math_problems(path.read_text()))
+
+
 def test_the_check_catches_display_math_in_a_paragraph():
+    assert inline_math_problems("for $N={glue:text}`n`: and ($x$)\n")
+    assert inline_math_problems("from $l={glue:text}`ch5.l`$ on\n")
+    assert not inline_math_problems("for $N=$ {glue:text}`n` and `$` in code, \\$5\n")
     assert display_math_in_paragraphs("text $a$ here\n$$x=1$$\nmore $b$\n")
     assert display_math_in_paragraphs("text\n\n$$\nx=1\n$$\nmore\n")
     assert display_math_in_paragraphs("inline $$x$$ display\n")
