@@ -47,6 +47,7 @@ from . import models as models_mod
 from ._rng import mixed_generator as _generator
 from .evaluation import effective_rank, linear_probe
 from .features import extract
+from .train.engine import Callback, Objective, run_loop
 
 __all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental", "train_many",
            "network_accuracies", "probe_accuracies", "forgetting_report", "replay_geometry", "task_of"]
@@ -292,6 +293,58 @@ def _task_accuracy(model, X, y, classes) -> float:
     return float((_predict(model, X[sel]).argmax(1) == y[sel]).double().mean())
 
 
+class _CrossEntropy(Objective):
+    """The class-incremental objective: cross-entropy over all K outputs (one shared head)."""
+
+    def __init__(self, model, X, y):
+        self.model, self.X, self.y = model, X, y
+
+    def forward(self, idx):
+        return F.cross_entropy(self.model(self.X[idx]), self.y[idx]), None
+
+
+class _TaskSchedule(Callback):
+    """The task schedule around :func:`nclib.train.engine.run_loop`: periods (task t, epoch); at
+    the start of a task its training indices and its replay generator, seeded by (seed, 7919, t);
+    each epoch's order from a generator seeded by (seed, t, epoch), every batch joined by
+    ``replay_batch_size`` buffer samples once the buffer holds some (a batch of < 2 samples is
+    skipped when the model has BatchNorm); at the end of a task the buffer takes its samples and
+    the network's test accuracy on every task so far is recorded."""
+
+    def __init__(self, cfg, model, tasks, buffer, ytr, test, rows, bar, device):
+        self.cfg, self.model, self.tasks, self.buffer, self.ytr = cfg, model, tasks, buffer, ytr
+        self.test, self.rows, self.bar, self.device = test, rows, bar, device
+
+    def period_start(self, period):
+        t, epoch = period
+        if epoch == 0:
+            self.cur = torch.isin(self.ytr, torch.tensor(self.tasks[t])).nonzero().flatten()
+            self.g_replay = _generator(self.cfg.seed, 7919, t)
+
+    def batches(self, period):
+        t, epoch = period
+        cfg, buffer = self.cfg, self.buffer
+        perm = self.cur[torch.randperm(len(self.cur), generator=_generator(cfg.seed, t, epoch))]
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            if len(buffer) and cfg.replay_batch_size:
+                idx = torch.cat([idx, buffer.sample(cfg.replay_batch_size, self.g_replay)])
+            if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+                continue  # a single sample would break BatchNorm
+            yield idx.to(self.device)
+
+    def period_end(self, period):
+        t, epoch = period
+        self.bar.update(1)
+        if epoch == self.cfg.epochs_per_task - 1:
+            sel = self.ytr[self.cur]
+            self.buffer.add(self.cur, sel)  # the buffer is filled when the task ends (the last one's is never replayed)
+            Xte, yte = self.test
+            for u in range(t + 1):
+                self.rows.append({"after_task": t, "task": u, "accuracy": _task_accuracy(self.model, Xte, yte, self.tasks[u])})
+            self.model.train()
+
+
 def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progress: bool = True,
                             device=None) -> ContinualRun:
     """Train ``cfg`` task by task with experience replay (see :class:`ContinualConfig`).
@@ -336,29 +389,12 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
     rows = []
     bar = tqdm(total=cfg.num_tasks * cfg.epochs_per_task, disable=not progress, leave=False,
                desc=f"continual f={cfg.buffer_fraction:g}")
-    for t, classes in enumerate(tasks):
-        cur = torch.isin(ytr, torch.tensor(classes)).nonzero().flatten()
-        g_replay = _generator(cfg.seed, 7919, t)
-        for epoch in range(cfg.epochs_per_task):
-            perm = cur[torch.randperm(len(cur), generator=_generator(cfg.seed, t, epoch))]
-            for s in range(0, len(perm), cfg.batch_size):
-                idx = perm[s:s + cfg.batch_size]
-                if len(buffer) and cfg.replay_batch_size:
-                    idx = torch.cat([idx, buffer.sample(cfg.replay_batch_size, g_replay)])
-                if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                    continue  # a single sample would break BatchNorm
-                idx = idx.to(dev)
-                loss = F.cross_entropy(model(Xd[idx]), yd[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            bar.update(1)
-        sel = ytr[cur]
-        buffer.add(cur, sel)  # the buffer is filled when the task ends (the last one's is never replayed)
-        for u in range(t + 1):
-            rows.append({"after_task": t, "task": u, "accuracy": _task_accuracy(model, Xte, yte, tasks[u])})
-        model.train()
-    bar.close()
+    schedule = _TaskSchedule(cfg, model, tasks, buffer, ytr, (Xte, yte), rows, bar, dev)
+    periods = [(t, epoch) for t in range(len(tasks)) for epoch in range(cfg.epochs_per_task)]
+    try:
+        run_loop(opt, periods, schedule.batches, _CrossEntropy(model, Xd, yd), [schedule])
+    finally:
+        bar.close()
     model.eval().cpu()
     # the buffer as it was during training: the last task's classes were never replayed
     final = ReplayBuffer(fraction=float(cfg.buffer_fraction), seed=cfg.seed)

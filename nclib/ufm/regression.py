@@ -185,13 +185,16 @@ def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 
     Architecture: ``depth`` hidden ReLU layers (``hidden`` units, the last one ``dim`` units: the
     penultimate features h(x)), then a linear head :math:`\hat y = Wh(x) + b` (W t×dim).
     Objective :math:`\frac1{2N}\lVert\hat Y - Y\rVert_F^2 + \frac\lambda2\lVert\theta\rVert^2` over all
-    weights and biases (λ = ``weight_decay``), minimised by full-batch Adam (``lr``) in float64.
+    weights and biases (λ = ``weight_decay``), minimised by full-batch Adam (``lr``) in float64, one step per period of
+    :func:`nclib.train.engine.run_loop`.
     Initialisation from ``seed`` (torch default layer init under a private generator).
     Returns ``{"features"`` (N×dim), ``"W"``, ``"b"``, ``"history"`` (DataFrame: step, loss, r2,
     nrc1, nrc2, nrc3), ``"model"``}``; NRC3 is minimised over γ (:func:`nrc_metrics`).
     """
     import pandas as pd
     from tqdm.auto import tqdm
+
+    from ..train.engine import Callback, Objective, run_loop
 
     X = _tensor(X, "X", 2).to(torch.float64)
     Y = _tensor(Y, "Y", 2).to(torch.float64)
@@ -235,13 +238,23 @@ def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 
             row.update(nrc_metrics(Hf, Y, head.weight))
         rows.append(row)
 
-    for t in tqdm(range(steps), desc="regression MLP", disable=not progress, leave=False):
-        if t % log_every == 0:
-            log(t)
-        opt.zero_grad()
-        loss = 0.5 * (model(X) - Y).pow(2).sum(1).mean()
-        loss.backward()
-        opt.step()
+    class FullBatch(Objective):  # the whole training set is every step's batch
+        def forward(self, batch):
+            return 0.5 * (model(X) - Y).pow(2).sum(1).mean(), None
+
+    class Logging(Callback):  # NRC metrics before every log_every-th step, a progress bar
+        def period_start(self, t):
+            if t % log_every == 0:
+                log(t)
+
+        def period_end(self, t):
+            bar.update(1)
+
+    bar = tqdm(total=steps, desc="regression MLP", disable=not progress, leave=False)
+    try:
+        run_loop(opt, range(steps), lambda t: (None,), FullBatch(), [Logging()])
+    finally:
+        bar.close()
     log(steps)
     with torch.no_grad():
         feats = body(X)
