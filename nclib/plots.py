@@ -6,9 +6,10 @@
   Han & Donoho's collapse animation); the animation renders to HTML/JS so it plays in the book
   and on Colab.
 
-**Readable at the page width.** The book's text column is about ``PAGE_WIDTH_PX`` = 720 CSS px
-wide (sphinx-book-theme at a 1280 px window); the inline backend draws at ``DPI`` = 100, so a
-figure wider than ``PAGE_WIDTH_IN`` = 7.2 in is scaled down in the page and its fonts with it.
+**Readable at the page width.** The book's text column is ``PAGE_WIDTH_PX`` = 688 CSS px wide
+(sphinx-book-theme at a 1280 px window, measured; wider at 1024 and 1440 px); the inline backend
+draws at ``DPI`` = 100, so a figure wider than ``PAGE_WIDTH_IN`` = 6.88 in is scaled down in the
+page and its fonts with it.
 Every figure here is at most that wide with at most three panels per row, and its smallest text
 is at least ``MIN_FONT_PX`` = 9 px as rendered (:func:`min_font_px`; ``tests/test_plots.py``).
 :func:`set_theme` sets the font sizes and, in IPython, shows every figure through
@@ -28,7 +29,7 @@ __all__ = ["set_theme", "collapse_panels", "PANELS", "etf_3d", "collapse_animati
            "PAGE_WIDTH_PX", "PAGE_WIDTH_IN", "DPI", "MIN_FONT_PX", "min_font_px", "fit_to_page", "subplots",
            "png_bytes"]
 
-PAGE_WIDTH_PX = 720  # the book's content column at a 1280 px window (CSS px)
+PAGE_WIDTH_PX = 688  # the book's content column at a 1280 px window (CSS px, measured)
 DPI = 100  # matplotlib's figure dpi, used by the inline backend
 PAGE_WIDTH_IN = PAGE_WIDTH_PX / DPI
 MIN_FONT_PX = 9.0
@@ -400,8 +401,10 @@ __all__ += ["size_sweep_panels", "margin_panels"]
 
 def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | None = None):
     """Train versus test collapse against the training-set size (one row per size, the columns
-    of :func:`nclib.generalization.train_test_collapse`): CDNV on both splits (log–log), the
-    gap test − train, and test accuracy with NC4 on test data. Returns the figure."""
+    of :func:`nclib.generalization.train_test_collapse`): CDNV on both splits (log–log; "test, train
+    means": test features around the training class means), the gap test − train, and test
+    accuracy with NC4 on test data (the fraction of test inputs the network classifies as the
+    nearest training mean does). Returns the figure."""
     import matplotlib.pyplot as plt
 
     need = {x, "train_cdnv", "test_cdnv", "test_accuracy"}
@@ -411,11 +414,11 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
     n = t[x].to_numpy(dtype=float)
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.2))
     ax = axes[0]
-    ax.plot(n, t["train_cdnv"], "o-", label="train (own class means)")
-    ax.plot(n, t["test_cdnv"], "s-", label="test (own class means)")
+    ax.plot(n, t["train_cdnv"], "o-", label="train")
+    ax.plot(n, t["test_cdnv"], "s-", label="test")
     if "test_cdnv_train_means" in t:
-        ax.plot(n, t["test_cdnv_train_means"], "^--", label="test (around train means)")
-    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="CDNV (mean over class pairs)",
+        ax.plot(n, t["test_cdnv_train_means"], "^--", label="test, train means")
+    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="CDNV (mean over pairs)",
            title="Train vs test collapse")
     ax.legend()
     ax = axes[1]
@@ -423,9 +426,9 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
     ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="test CDNV − train CDNV",
            title="Gap of collapse")
     ax = axes[2]
-    ax.plot(n, t["test_accuracy"], "o-", label="test accuracy")
+    ax.plot(n, t["test_accuracy"], "o-", label="accuracy")
     if "ncc_agreement_test" in t:
-        ax.plot(n, t["ncc_agreement_test"], "s--", label="network = nearest train mean (test)")
+        ax.plot(n, t["ncc_agreement_test"], "s--", label="= nearest train mean")
     ax.set(xscale="log", ylim=(0, 1.02), xlabel="training-set size N", ylabel="fraction of test inputs",
            title="Accuracy, NC4 (test)")
     ax.legend()
@@ -590,8 +593,8 @@ def replay_panels(sweep: pd.DataFrame, *, baselines: dict | None = None, title: 
     nonzero = s.fraction[s.fraction > 0]
     lin = float(nonzero.min()) if len(nonzero) else 1e-3
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
-    axes[0].plot(s.fraction, s.net_all, "o-", label="network (shallow)")
-    axes[0].plot(s.fraction, s.probe_all, "s-", label="linear probe on features (deep)")
+    axes[0].plot(s.fraction, s.net_all, "o-", label="network")
+    axes[0].plot(s.fraction, s.probe_all, "s-", label="linear probe")
     for j, (label, v) in enumerate((baselines or {}).items()):
         axes[0].axhline(v, color=f"{0.2 + 0.2 * j:.1f}", lw=1, ls=["--", ":", "-."][j % 3], label=label)
     axes[0].set_ylabel("accuracy on past tasks")

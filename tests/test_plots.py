@@ -216,8 +216,9 @@ def test_collapse_animation_renders_html():
 
 
 # ----------------------------------------------------------------------------- readable at the page width
-# Assumption (nclib.plots): the book's text column is PAGE_WIDTH_PX = 720 CSS px wide at a 1280 px
-# window and the inline backend draws at 100 dpi; a figure is shown at min(its width, 720 px).
+# Assumption (nclib.plots): the book's text column is PAGE_WIDTH_PX = 688 CSS px wide at a 1280 px
+# window (measured) and the inline backend draws at 100 dpi; a figure is shown at min(its width,
+# 688 px). The browser test measures the real rendered width.
 def _figures():
     """Every figure function of nclib.plots that the chapters call, on small synthetic inputs."""
     h = fake_history()
@@ -279,8 +280,8 @@ def test_min_font_px_scales_with_the_rendered_width():
     ax.tick_params(labelsize=10)
     ax.set(xlabel="x", ylabel="y")
     wide = plots.min_font_px(fig)
-    # a 14.4 in figure at 100 dpi is ~1200 px after the tight crop: shown at 720 px, 10 pt (13.9 px)
-    # shrinks to ~8.5 px
+    # a 14.4 in figure at 100 dpi is ~1200 px after the tight crop: shown at 688 px, 10 pt (13.9 px)
+    # shrinks to ~8 px
     assert 6.0 < wide < 9.0
     assert plots.min_font_px(fig, width_px=10_000) == pytest.approx(10 * 100 / 72)
     plots.fit_to_page(fig)
