@@ -29,7 +29,6 @@ arguments only; the global RNG is never reseeded.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import numbers
@@ -47,6 +46,8 @@ from . import models as models_mod
 from ._rng import mixed_generator as _generator
 from .evaluation import effective_rank, linear_probe
 from .features import extract
+from .train import atomic_save, processes_default, run_workers
+from .train.cache import config_key, run_dir
 from .train.engine import Callback, Objective, run_loop
 
 __all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental", "train_many",
@@ -242,11 +243,7 @@ class ContinualConfig:
             raise ValueError(f"need lr > 0 and weight_decay ≥ 0, got {self.lr}, {self.weight_decay}")
 
     def key(self) -> str:
-        from .train import library_fingerprint
-
-        blob = json.dumps({"config": dataclasses.asdict(self), "nclib": library_fingerprint("continual"), "kind": "continual"},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return config_key({"config": dataclasses.asdict(self), "kind": "continual"}, "continual")
 
     def replace(self, **changes) -> "ContinualConfig":
         return dataclasses.replace(self, **changes)
@@ -356,7 +353,6 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
     from tqdm.auto import tqdm
 
     from .profiles import default_device
-    from .train import atomic_save, cache_dir
 
     if not isinstance(cfg, ContinualConfig):
         raise TypeError(f"cfg must be a ContinualConfig, got {type(cfg).__name__}")
@@ -368,7 +364,7 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
     Xtr, ytr = d.tensors("train")
     Xte, yte = d.tensors("test")
     buffer = ReplayBuffer(fraction=float(cfg.buffer_fraction), seed=cfg.seed)
-    path = cache_dir() / "continual" / cfg.key() / "result.pt"
+    path = run_dir("continual", cfg.key()) / "result.pt"
     if cache and path.exists():
         res = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(res["model"])
@@ -427,7 +423,6 @@ def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> 
     import sys
 
     from .profiles import default_device
-    from .train import cache_dir, processes_default, run_workers
 
     cfgs = list(cfgs)
     if not cfgs or not all(isinstance(c, ContinualConfig) for c in cfgs):
@@ -438,7 +433,7 @@ def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> 
     todo, seen = [], set()
     for c in cfgs:
         k = c.key()
-        if k not in seen and not (cache_dir() / "continual" / k / "result.pt").exists():
+        if k not in seen and not (run_dir("continual", k) / "result.pt").exists():
             todo.append(c)
         seen.add(k)
     if len(todo) > 1 and procs > 1 and default_device().type == "cpu":

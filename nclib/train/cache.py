@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["library_fingerprint", "module_closure", "cache_dir", "atomic_save"]
+__all__ = ["library_fingerprint", "module_closure", "cache_dir", "atomic_save", "config_key", "run_dir"]
 
 
 def library_fingerprint(module: str = "train") -> str:
@@ -105,6 +105,22 @@ def _source_hash(module: str = "train") -> str:
     for m in module_closure(module):
         h.update(m.encode() + b"\0" + known[m][0].read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+def config_key(payload: dict, module: str) -> str:
+    """The cache key of a run of any kind: the sha256 (first 20 hex digits) of ``payload`` (what the
+    config says, e.g. ``{"config": {...}}``, plus anything that tells kinds apart) together with
+    :func:`library_fingerprint` of ``nclib.<module>``, the code that trains it — so a changed
+    library, or other numerics, never serve a stale run."""
+    blob = json.dumps({**payload, "nclib": library_fingerprint(module)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def run_dir(kind: str, key: str, root: str | Path | None = None) -> Path:
+    """The folder of one cached run: ``<root or cache_dir()>/<kind>/<key>`` (``kind``: ``"runs"`` for
+    :func:`nclib.train.fit`, ``"continual"`` for ``nclib.continual``), holding ``result.pt`` (and a
+    checkpoint while training)."""
+    return Path(root or cache_dir()) / kind / key
 
 
 def cache_dir() -> Path:

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 
 from ..losses import LOSSES
-from .cache import library_fingerprint
+from .cache import config_key
 
 __all__ = ["TrainConfig"]
 
@@ -117,8 +115,7 @@ class TrainConfig:
         (nclib's source, torch version, numerics). Fields at their default value are left out."""
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                    if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())}
-        blob = json.dumps({"config": changed, "nclib": library_fingerprint()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return config_key({"config": changed}, "train")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -20,7 +20,7 @@ from .. import metrics as metrics_mod
 from .. import models as models_mod
 from ..features import extract
 from ..profiles import default_device
-from .cache import atomic_save, cache_dir
+from .cache import atomic_save, run_dir
 from .config import _BUILTIN_LOSSES, TrainConfig, _registered_losses
 from .engine import Callback, Objective, run_loop
 
@@ -467,8 +467,8 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     if cfg.loss == "mcr2" and world > 1:
         raise NotImplementedError("loss='mcr2' is single-process only: its log-determinants do not split "
                                   "over per-rank shards of a batch")
-    run_dir = Path(root or cache_dir()) / "runs" / cfg.key()
-    result_path, ckpt_path = run_dir / "result.pt", run_dir / "ckpt.pt"
+    folder = run_dir("runs", cfg.key(), root)
+    result_path, ckpt_path = folder / "result.pt", folder / "ckpt.pt"
     d = _load_data(cfg)
     K = d.num_classes
     model = _build_model(cfg, d)

@@ -10,7 +10,7 @@ import tempfile
 import torch
 
 from ..profiles import default_device
-from .cache import cache_dir
+from .cache import run_dir
 from .config import TrainConfig
 from .loop import Run, _check_keep_states, _pbar, fit
 
@@ -84,7 +84,7 @@ def fit_many(cfgs, *, processes: int | None = None, progress: bool = True, keep_
     todo, seen = [], set()
     for c in cfgs:
         k = c.key()
-        res = cache_dir() / "runs" / k / "result.pt"
+        res = run_dir("runs", k) / "result.pt"
         if k not in seen and not res.exists():
             todo.append(c)
         seen.add(k)
