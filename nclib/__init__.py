@@ -2,7 +2,8 @@
 Neural Collapse companion book.
 
 Modules (one responsibility each; see CONTRIBUTING.md): ``metrics``, ``geometry``, ``data``,
-``models``, ``losses``, ``train``, ``ufm``, ``plots``, ``claims``, ``profiles``.
+``models``, ``losses``, ``features``, ``train`` (a package), ``ufm`` (a package), ``plots``, ``claims``,
+``profiles``, and the chapter modules.
 Submodules are imported on first use, so ``import nclib`` stays light.
 """
 
@@ -10,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual", "stats")
+_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual", "stats", "features")
 
 __all__ = ["__version__", "setup_notebook", "seed_family", *_SUBMODULES]
 
