@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import _rng
 from . import _validate as _v
 
 __all__ = ["simplex_etf", "etf_coordinates", "nearest_etf", "distance_to_nearest_etf", "random_orthonormal",
@@ -28,23 +29,13 @@ def _check_kd(K, D) -> None:
         raise ValueError(f"a simplex ETF of K={K} vectors needs dimension D ≥ K−1 = {K - 1}, got D={D}")
 
 
-def _generator(seed) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
-    g = torch.Generator()
-    g.manual_seed(0 if seed is None else seed)
-    return g
-
-
 def random_orthonormal(rows: int, cols: int, *, seed=0, dtype=torch.float64) -> Tensor:
     """A rows×cols matrix with orthonormal rows (rows ≤ cols), Haar-distributed, from ``seed``."""
     rows = _v.integer(rows, "rows", lo=1)
     cols = _v.integer(cols, "cols", lo=1)
     if rows > cols:
         raise ValueError(f"rows must be ≤ cols for orthonormal rows, got rows={rows}, cols={cols}")
-    g = _generator(seed)
+    g = _rng.generator(seed, allow_none=True)
     A = torch.randn(cols, rows, generator=g, dtype=torch.float64)
     Q, R = torch.linalg.qr(A)
     Q = Q * torch.sign(torch.diagonal(R))[None, :]  # Haar measure (sign fix)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import _validate as _v
 from .losses import (LOSSES, LossSpec, _counts, _labels, _real, _tensor, class_balanced_loss,  # noqa: F401
                      class_balanced_weights, class_priors, cosine_alignment_loss, dot_regression_loss,
                      logit_adjusted_loss, register_loss)
@@ -266,9 +267,7 @@ def imbalanced_ufm(counts, *, lam: float = 5e-3, lam_H: float | None = None, lam
 
     p = class_priors(counts).numpy()
     K = p.size
-    D = K if dim is None else int(dim)
-    if D < 1:
-        raise ValueError(f"dim must be positive, got {dim}")
+    D = K if dim is None else _v.integer(dim, "dim", lo=1)
     lam_H = _real(lam if lam_H is None else lam_H, "lam_H", 0.0, lo_open=True)
     lam_W = _real(lam if lam_W is None else lam_W, "lam_W", 0.0, lo_open=True)
     if init is not None:

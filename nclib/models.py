@@ -18,7 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _validate as _v
 from .geometry import nearest_etf, simplex_etf
+
+
+def _check_etf_dims(in_features, num_classes) -> None:
+    """A simplex ETF of K rows needs D ≥ K − 1 features (ValueError naming in_features otherwise)."""
+    in_features = _v.integer(in_features, "in_features", lo=1)
+    num_classes = _v.integer(num_classes, "num_classes", lo=2)
+    if num_classes > in_features + 1:
+        raise ValueError(f"in_features must be ≥ num_classes − 1 = {num_classes - 1} for a simplex ETF of "
+                         f"{num_classes} classes, got {in_features}")
 
 __all__ = ["NCModel", "MLP", "CNN1D", "ResNet18", "FixedETFClassifier", "build", "make_head", "MODELS",
            "count_parameters", "Projected", "NearestETFGuidedClassifier", "UnitFeatures", "MultiCenterClassifier"]
@@ -35,12 +45,10 @@ class FixedETFClassifier(nn.Module):
     def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 1.0,
                  normalize: bool = False):
         super().__init__()
-        if num_classes > in_features + 1:
-            raise ValueError(f"a simplex ETF of {num_classes} classes needs feature dimension ≥ {num_classes - 1}, "
-                             f"got {in_features}")
+        _check_etf_dims(in_features, num_classes)
         self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
         self.bias = None
-        self.scale = float(scale)
+        self.scale = _v.real(scale, "scale")
         self.normalize = bool(normalize)
         self.in_features, self.out_features = in_features, num_classes
 
@@ -107,9 +115,7 @@ class NearestETFGuidedClassifier(nn.Module):
                  normalize: bool = True, momentum: float | str = 0.9, grad: bool = False, mean_norm: str = "row",
                  center: bool = False, guide: bool = True):
         super().__init__()
-        if num_classes > in_features + 1:
-            raise ValueError(f"a simplex ETF of {num_classes} classes needs feature dimension ≥ {num_classes - 1}, "
-                             f"got {in_features}")
+        _check_etf_dims(in_features, num_classes)
         if momentum != "auto" and not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
                                        and 0 <= momentum < 1):
             raise ValueError(f"momentum must be a number in [0, 1) or 'auto', got {momentum!r}")
@@ -313,8 +319,8 @@ class MLP(NCModel):
     def __init__(self, in_dim: int, num_classes: int, *, width: int = 512, depth: int = 3, batchnorm: bool = True,
                  head: str = "linear", head_bias: bool = True, seed: int = 0, **head_kw):
         super().__init__()
-        if depth < 1 or width < 1:
-            raise ValueError(f"need depth ≥ 1 and width ≥ 1, got depth={depth}, width={width}")
+        depth = _v.integer(depth, "depth", lo=1)
+        width = _v.integer(width, "width", lo=1)
         layers, d = [], in_dim
         for _ in range(depth):
             layers += [nn.Linear(d, width, bias=not batchnorm)]

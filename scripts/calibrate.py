@@ -115,7 +115,7 @@ def main() -> int:
     t0 = time.perf_counter()
     results = {}
     if a.reuse:
-        newest = max(p.stat().st_mtime for p in (ROOT / "nclib").glob("*.py"))
+        newest = max(p.stat().st_mtime for p in (ROOT / "nclib").rglob("*.py"))
         for s, n in jobs:
             out = WORK / n / (s.stem + ".ipynb")
             if out.exists() and out.stat().st_mtime > max(newest, s.stat().st_mtime):

@@ -5,6 +5,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .. import _validate as _v
 from ..losses import LOSSES
 from .cache import config_key
 
@@ -16,6 +17,19 @@ _BUILTIN_LOSSES = ("ce", "mse", "mcr2")
 def _registered_losses() -> dict:
     """The named extra losses (:data:`nclib.losses.LOSSES`)."""
     return LOSSES
+
+
+def _milestones(v) -> tuple[int, ...]:
+    """Learning-rate milestones as a tuple of epochs ≥ 1 (whole floats such as 10.0 accepted)."""
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"milestones must be a sequence of epochs, got {type(v).__name__} {v!r}")
+    out = []
+    for i, m in enumerate(v):
+        f = _v.real(m, f"milestones[{i}]", lo=1)
+        if f != int(f):
+            raise ValueError(f"milestones[{i}] must be a whole epoch, got {m!r}")
+        out.append(int(f))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -96,16 +110,16 @@ class TrainConfig:
         if self.schedule not in ("step", "cosine", "constant"):
             raise ValueError(f"schedule must be 'step', 'cosine' or 'constant', got {self.schedule!r}")
         for name in ("epochs", "batch_size", "n_logs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum < 1):
-            raise ValueError(f"need lr > 0, weight_decay ≥ 0, 0 ≤ momentum < 1; got {self.lr}, {self.weight_decay}, {self.momentum}")
-        if not 0 <= self.label_noise < 1:
-            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
+            _v.integer(getattr(self, name), name, lo=1)
+        # checked, not converted: the cache key is built from the values as given
+        _v.positive(self.lr, "lr")
+        _v.nonnegative(self.weight_decay, "weight_decay")
+        _v.real(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
+        _v.positive(self.gamma, "gamma")
+        _v.real(self.label_noise, "label_noise", lo=0.0, hi=1.0, hi_open=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "milestones", _milestones(self.milestones))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

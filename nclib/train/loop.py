@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from .. import _validate as _v
 from .. import data as data_mod
 from .. import metrics as metrics_mod
 from .. import models as models_mod
@@ -83,6 +84,8 @@ class Run:
 
 def log_epochs(epochs: int, n: int) -> list[int]:
     """Epoch 0 and ~n log-spaced epochs in 1..epochs (always including the last)."""
+    epochs = _v.integer(epochs, "epochs", lo=1)
+    n = _v.integer(n, "n", lo=1)
     pts = np.unique(np.round(np.geomspace(1, epochs, max(n, 2))).astype(int))
     return sorted({0, *pts.tolist(), epochs})
 
@@ -584,9 +587,10 @@ def epoch_below(history: pd.DataFrame, threshold: float, key: str = "nc1", *, in
     if it never gets there. Positive values only (NC metrics are)."""
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas DataFrame, got {type(history).__name__}")
-    for col in ("epoch", key):
-        if col not in history.columns:
-            raise ValueError(f"history has no column {col!r}")
+    if "epoch" not in history.columns:
+        raise ValueError("history has no column 'epoch'")
+    if key not in history.columns:
+        raise ValueError(f"key {key!r} is not a column of history; columns: {list(history.columns)}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
     h = history[["epoch", key]].dropna().sort_values("epoch")
