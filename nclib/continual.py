@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
+from . import _validate as _v
 from . import data as data_mod
 from . import models as models_mod
 from ._rng import mixed_generator as _generator
@@ -55,11 +56,7 @@ __all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "Contin
 
 
 def _check_int(v, name: str, lo: int) -> int:
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < lo:
-        raise ValueError(f"{name} must be ≥ {lo}, got {v}")
-    return int(v)
+    return _v.integer(v, name, lo=lo)
 
 
 # ----------------------------------------------------------------------------- task split

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from . import _validate as _v
+
 __all__ = ["Data", "load", "class_subset", "mnist1d", "digits", "gaussian_mixture", "torchvision_set", "DATASETS",
            "TORCHVISION_SETS"]
 
@@ -90,15 +92,12 @@ def _isolated_global_rng():
 
 def _check_sizes(**sizes) -> None:
     for name, v in sizes.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-        if v < 1:
+        if _v.integer(v, name) < 1:
             raise ValueError(f"{name} must be positive, got {v}")
 
 
 def _check_seed(seed) -> None:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    _v.integer(seed, "seed")
 
 
 @functools.lru_cache(maxsize=16)
@@ -225,10 +224,7 @@ __all__ += ["many_class"]
 
 def _check_nonneg_float(**values) -> None:
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number ≥ 0, got {v}")
+        _v.nonnegative(v, name)
 
 
 def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: int = 50, *, class_offset: int = 0,

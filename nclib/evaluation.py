@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _validate as _v
+
 __all__ = ["effective_rank", "participation_ratio", "class_ranks", "label_information", "NearestSubspace",
            "nearest_subspace_accuracy", "linear_probe", "LinearProbe", "nearest_mean_predict", "early_stopped_row",
            "corrupted_label_fit"]
@@ -35,25 +37,14 @@ _CENTERS = ("global", "class", "none")
 
 # ----------------------------------------------------------------------------- validation
 def _check_features(Z, name: str = "features", min_rows: int = 1) -> Tensor:
-    if not isinstance(Z, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(Z).__name__}")
-    if Z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N×D, features as rows), got shape {tuple(Z.shape)}")
-    if not Z.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {Z.dtype}")
+    Z = _v.tensor(Z, name, ndim=2, floating=True, finite=False)
     if Z.shape[0] < min_rows or Z.shape[1] < 1:
         raise ValueError(f"{name} needs at least {min_rows} row(s) and one column, got shape {tuple(Z.shape)}")
-    if not torch.isfinite(Z).all():
-        raise ValueError(f"{name} contain NaN or inf")
-    return Z.detach().to(torch.float64)
+    return _v.tensor(Z, name).detach().to(torch.float64)
 
 
 def _check_int(v, name: str, minimum: int) -> int:
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be ≥ {minimum}, got {v}")
-    return int(v)
+    return _v.integer(v, name, lo=minimum)
 
 
 def _check_labels(y, n: int, K: int | None, what: str = "features") -> tuple[Tensor, int]:

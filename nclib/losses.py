@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _validate as _v
+
 __all__ = [
     "coding_rate",
     "coding_rate_per_class",
@@ -79,66 +81,34 @@ _METHODS = ("cholesky", "eigh")
 
 # ----------------------------------------------------------------------------- validation
 def _require_tensor(x, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+    return _v.tensor(x, name, finite=False)
 
 
 def _check_features(Z, name: str = "Z") -> Tensor:
-    Z = _require_tensor(Z, name)
-    if Z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n×d, features as rows), got shape {tuple(Z.shape)}")
-    if not Z.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {Z.dtype}")
+    Z = _v.tensor(Z, name, ndim=2, floating=True, finite=False)
     if Z.shape[0] < 1 or Z.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(Z.shape)}")
-    if not torch.isfinite(Z).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return Z
+    return _v.tensor(Z, name)
 
 
 def _check_num_classes(num_classes, minimum: int = 1) -> int:
-    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
-    if num_classes < minimum:
-        raise ValueError(f"num_classes must be ≥ {minimum}, got {num_classes}")
-    return int(num_classes)
+    return _v.integer(num_classes, "num_classes", lo=minimum)
 
 
 def _check_labels(labels, n: int, num_classes: int, what: str = "Z") -> Tensor:
-    labels = _require_tensor(labels, "labels")
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must be 1-D with one label per row of {what}: got labels "
-                         f"{tuple(labels.shape)} for {n} rows")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], "
-                         f"expected 0..{num_classes - 1}")
-    return labels
+    return _v.labels(labels, "labels", n=n, num_classes=num_classes, what=what)
 
 
 def _check_positive(value, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return value
+    return _v.positive(value, name)
 
 
 def _check_nonnegative(value, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be non-negative and finite, got {value}")
-    return value
+    return _v.nonnegative(value, name)
 
 
 def _check_choice(value, name: str, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    _v.choice(value, name, choices)
 
 
 def _work_dtype(Z: Tensor) -> torch.dtype:
@@ -345,24 +315,11 @@ def mse_onehot_loss(logits: Tensor, labels: Tensor, num_classes: int, scale: flo
 # ----------------------------------------------------------------------------- the loss registry (chapter 6)
 # validation of the long-tail losses (also used by nclib.imbalance)
 def _tensor(x, name: str, ndim: int | None = None, floating: bool = True) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if floating and not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    return x
+    return _v.tensor(x, name, ndim=ndim, floating=True if floating else None, finite=False)
 
 
 def _labels(labels, n: int, K: int, what: str) -> Tensor:
-    labels = _tensor(labels, "labels", 1, floating=False)
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if labels.shape[0] != n:
-        raise ValueError(f"labels must have one entry per row of {what}: {labels.shape[0]} vs {n}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= K):
-        raise ValueError(f"labels out of range [{int(labels.min())}, {int(labels.max())}] for {K} classes")
-    return labels.long()
+    return _v.labels(labels, "labels", n=n, num_classes=K, what=what).long()
 
 
 def _counts(counts, K: int | None = None) -> Tensor:
@@ -382,12 +339,7 @@ def _counts(counts, K: int | None = None) -> Tensor:
 
 
 def _real(v, name: str, lo: float | None = None, lo_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)):
-        raise ValueError(f"{name} must be finite and {'>' if lo_open else '≥'} {lo}, got {v}")
-    return v
+    return _v.real(v, name, lo=lo, lo_open=lo_open)
 
 
 def class_priors(counts) -> Tensor:

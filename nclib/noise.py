@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from . import _validate as _v
 from .data import Data
 
 __all__ = ["symmetric_label_noise", "with_label_noise", "RelabeledDataset"]
@@ -31,18 +32,11 @@ _REDRAWS = ("other", "any")
 
 
 def _check_ratio(ratio) -> float:
-    if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool):
-        raise TypeError(f"ratio must be a real number, got {type(ratio).__name__}")
-    ratio = float(ratio)
-    if not (0.0 <= ratio <= 1.0):  # also rejects NaN
-        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    return ratio
+    return _v.fraction(ratio, "ratio")
 
 
 def _check_seed(seed) -> int:
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return int(seed)
+    return _v.integer(seed, "seed")
 
 
 def symmetric_label_noise(labels: Tensor, ratio: float, num_classes: int, seed: int = 0, *,
