@@ -248,7 +248,7 @@ def test_tracker_is_exact_on_its_features():
     torch.manual_seed(0)
     net, K = Net(), 4
     X, y = torch.randn(90, 6), torch.arange(90) % K
-    tr = M.TrainingTracker(net.classifier, K)
+    tr = M.TrainingTracker(net.classifier, K, precision="float64")
     net.train()
     for s in range(0, 90, 32):
         tr.labels(y[s:s + 32])
@@ -266,7 +266,7 @@ def test_tracker_is_exact_on_its_features():
         tr.compute()
     tr.remove()
     net(X)
-    assert tr.pending == 0 and not tr._feats
+    assert tr.pending == 0 and tr._rows == 0
 
 
 def test_tracker_pairs_in_order_and_checks_sizes():
@@ -279,6 +279,7 @@ def test_tracker_pairs_in_order_and_checks_sizes():
         net(X[20:])                      # a forward whose labels come later stays pending
         m = tr.compute()
         assert m["n"] == 20
+        assert tr._rows == 20             # the second forward pass waits for its labels
         tr.labels(y[20:30])              # wrong size for the pending batch
         with pytest.raises(ValueError, match="labels"):
             tr.compute()
@@ -340,3 +341,20 @@ def test_many_class_identities_fall_back_when_they_would_cancel():
     C = torch.zeros(K, D, dtype=F64)
     C[:, 1] = 1.0
     assert M._etf_gram_error(B, C) == math.inf
+
+
+def test_tracker_float32_default_is_close_to_exact():
+    torch.manual_seed(1)
+    net, K = Net(d_in=6, D=16, K=3), 3
+    X, y = torch.randn(300, 6), torch.arange(300) % K
+    tr = M.TrainingTracker(net.classifier, K)          # precision="float32"
+    net.train()
+    for s in range(0, 300, 64):
+        net(X[s:s + 64])
+        tr.labels(y[s:s + 64])
+    got = tr.compute().metrics
+    want = M.measure(net, [(X, y)], num_classes=K).metrics
+    for k in want:
+        assert rel(got[k], want[k]) <= 1e-5, k
+    assert got["ncc_mismatch"] == want["ncc_mismatch"]
+    tr.remove()
