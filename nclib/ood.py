@@ -1,6 +1,6 @@
-r"""Out-of-distribution detection from collapse: NC5 and the NECO score (Ammar et al., 2024).
+r"""Out-of-distribution detection from collapse: NC5 and the NECO score (Ben Ammar et al., 2024).
 
-Ammar, Belkhir, Popescu, Manzanera & Franchi, *NECO: NEural Collapse Based Out-of-distribution
+Ben Ammar, Belkhir, Popescu, Manzanera & Franchi, *NECO: NEural Collapse Based Out-of-distribution
 detection*, ICLR 2024 (bib key ``ammar2024neco``). Their observation (NC5): late in training the
 features of out-of-distribution (OoD) inputs concentrate near the origin of the in-distribution
 (ID) principal subspace — the OoD mean becomes orthogonal to the ID class means — so the share of

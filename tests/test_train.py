@@ -671,3 +671,20 @@ def test_setup_notebook_rejects(args, exc, monkeypatch):
     monkeypatch.delenv("NCLIB_PROFILE", raising=False)
     with pytest.raises(exc):
         nclib.setup_notebook(*args, verbose=False)
+
+
+def test_a_progress_bar_that_redraws_does_not_stop_training(monkeypatch, tmp_path):
+    """tqdm's update() returns True whenever it redraws: a visible bar must not end fit early."""
+    monkeypatch.setenv("NCLIB_CACHE", str(tmp_path))
+
+    class Redrawing:
+        def update(self, n=1):
+            return True
+
+        def close(self):
+            pass
+
+    from nclib.train import loop
+    monkeypatch.setattr(loop, "_pbar", lambda total, enabled, desc: Redrawing())
+    run = train.fit(TINY, cache=False, progress=True)
+    assert run is not None and int(run.history.epoch.iloc[-1]) == TINY.epochs

@@ -404,13 +404,16 @@ def _objective_class(cfg: TrainConfig) -> type:
 
 
 class _At(Callback):
-    """A callback from a function of the epoch, called at the end of every epoch (its value: stop?)."""
+    """A callback from a function of the epoch, called at the end of every epoch. Its value is
+    ignored unless ``stops=True`` (then a true value stops training): a function that merely
+    returns something — ``tqdm.update`` returns True whenever it redraws — must not stop it."""
 
-    def __init__(self, end):
-        self.end = end
+    def __init__(self, end, *, stops: bool = False):
+        self.end, self.stops = end, stops
 
     def period_end(self, epoch):
-        return self.end(epoch)
+        value = self.end(epoch)
+        return bool(value) if self.stops else None
 
 
 class _RunningCurve(Callback):
@@ -555,7 +558,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
                  _At(end=lambda e: sch.step()),                                # the learning-rate schedule
                  _At(end=lambda e: log(e, running.mean_loss, running.lr) if e in logged else None),  # NC metrics
                  _At(end=keep_state), _At(end=checkpoint), _At(end=lambda e: bar.update(1)),
-                 _At(end=lambda e: stop_after is not None and e >= stop_after)]  # stop early (returns None)
+                 _At(end=lambda e: stop_after is not None and e >= stop_after, stops=True)]  # stop early (returns None)
     try:
         finished = run_loop(opt, range(max(start, 1), cfg.epochs + 1), batches, objective, callbacks)
     finally:
