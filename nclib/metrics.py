@@ -342,10 +342,11 @@ _PAIR_TAU_PER_DIM = 1.1e-3   # Gram-route distances are recomputed from differen
 
 
 def _pair_rows(K: int, D: int) -> int:
-    """Rows per block of a K×K pair statistic: K (one block) when K ≤ D, else ⌊(K·D + D²)/K⌋."""
+    """Rows per block of a K×K pair statistic: K (one block) when K ≤ D, else ⌊(K·D + D²)/(4K)⌋
+    (a block and its few temporaries then stay within about K·D + D² entries)."""
     if K <= D:
         return K
-    return max(1, min(K, (K * D + D * D) // K))
+    return max(1, min(K, (K * D + D * D) // (4 * K)))
 
 
 def _upper_blocks(K: int, rows: int, block):
