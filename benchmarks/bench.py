@@ -403,6 +403,10 @@ def bench_tracking(epochs: int, reps: int, log, *, warmup: bool = True) -> dict:
     import nclib.train as T
 
     L = importlib.import_module(T.fit.__module__)  # where fit looks its helpers up
+    missing = [n for n in ("_load_data", "_build_model", "_loss", "log_epochs") if not hasattr(L, n)]
+    if missing:
+        raise RuntimeError(f"bench_tracking wraps {missing} of {L.__name__}, which no longer has them: "
+                           "update benchmarks/bench.py to the new training loop")
     full = T.recipe("papyan", "quick")
     scale = epochs / full.epochs
     cfg = full.replace(epochs=epochs, milestones=tuple(sorted({max(1, round(m * scale)) for m in full.milestones})))

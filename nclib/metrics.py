@@ -1252,6 +1252,17 @@ class TrainingTracker:
     epoch, kept until :meth:`compute`, in their dtype) plus one :func:`measure_features` on them;
     no extra forward pass. Under ``torch.distributed`` every rank keeps its shard and
     :meth:`compute` (called on every rank) all-reduces the statistics.
+
+    In a training loop (e.g. as a callback of ``nclib.train``'s loop: the tracker made from
+    ``model.classifier`` at the start, ``labels(batch_labels)`` at each batch end, ``compute()``
+    at each epoch end after the running curve's row is written, ``remove()`` when training ends)::
+
+        tracker = TrainingTracker(model.classifier, K)
+        for epoch in ...:
+            for xb, yb in batches:
+                loss = criterion(model(xb), yb); ...; tracker.labels(yb)
+            row = tracker.compute().metrics          # this epoch's approximate training-set metrics
+        tracker.remove()
     """
 
     def __init__(self, module: torch.nn.Module, num_classes: int, *, classifier=None,
