@@ -16,7 +16,7 @@ import numbers
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from . import _validate as _v
 from .geometry import nearest_etf, simplex_etf
