@@ -27,11 +27,14 @@ float64, merged exactly with the pairwise formula of Chan, Golub & LeVeque (1979
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
+
+from . import _validate as _v
 
 __all__ = [
     "FeatureStats",
@@ -95,6 +98,13 @@ def _check_batch(features, labels, num_classes: int, dim: int, *, finite: bool =
     return features, labels
 
 
+def _num_classes(num_classes) -> int:
+    num_classes = _v.integer(num_classes, "num_classes")
+    if num_classes < 2:
+        raise ValueError(f"num_classes: need at least 2 classes, got {num_classes}")
+    return num_classes
+
+
 def _check_choice(value, name: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
@@ -110,6 +120,8 @@ def _check_classifier(W, K: int, D: int, b=None) -> tuple[Tensor, Tensor | None]
         b = _require_tensor(b, "b")
         if b.shape != (K,):
             raise ValueError(f"bias b must have shape ({K},), got {tuple(b.shape)}")
+        if b.dtype.is_floating_point and not torch.isfinite(b).all():
+            raise ValueError("bias b contains NaN or inf")
     return W, b
 
 
@@ -318,7 +330,7 @@ class FeatureStats:
 
 def _as_stats(stats) -> FeatureStats:
     if not isinstance(stats, FeatureStats):
-        raise TypeError(f"expected a FeatureStats, got {type(stats).__name__}")
+        raise TypeError(f"stats must be a FeatureStats, got {type(stats).__name__}")
     return stats
 
 
@@ -408,6 +420,7 @@ def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto
     When all class means coincide (Σ_B = 0) there is no collapse at all: ∞, as :func:`trace_ratio`.
     """
     stats = _as_stats(stats)
+    rtol = _v.nonnegative(rtol, "rtol")
     _check_choice(route, "route", _ROUTES)
     Sw = stats.sigma_w("samples")
     Mc = stats.centered_means(global_mean)
@@ -470,6 +483,9 @@ def equinorm(x, *, global_mean: str = "samples", unbiased: bool = True) -> float
     """
     V = _means_arg(x, global_mean)
     norms = V.norm(dim=1)
+    if float(norms.max()) == 0.0:
+        raise ValueError("x: identical means — every centred class mean is the zero vector, so equal norms "
+                         "are undefined")
     return float(_std(norms, unbiased) / norms.mean())
 
 
@@ -559,6 +575,9 @@ def self_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples"
     W, _ = _check_classifier(W, stats.num_classes, stats.dim)
     Mc = stats.centered_means(global_mean)
     W = W.to(Mc)
+    if float(Mc.norm()) == 0.0 or float(W.norm()) == 0.0:
+        raise ValueError("stats/W: identical means (or W = 0) — the normalised self-duality distance is "
+                         "undefined")
     return float((W / W.norm() - Mc / Mc.norm()).pow(2).sum())
 
 
@@ -595,7 +614,10 @@ def ncc_mismatch(features: Tensor, W: Tensor, means: Tensor, b: Tensor | None = 
     means = _check_means(means)
     K, D = means.shape
     if features.ndim != 2 or features.shape[1] != D:
-        raise ValueError(f"features must be N×{D}, got {tuple(features.shape)}")
+        raise ValueError(f"features must be N×{D} (the D = {D} columns of means, K×D = {K}×{D}), "
+                         f"got {tuple(features.shape)}")
+    if features.dtype.is_floating_point and not torch.isfinite(features).all():
+        raise ValueError("features contain NaN or inf")
     W, b = _check_classifier(W, K, D, b)
     x = features.detach().to(torch.float64)
     m = means.detach().to(x)
@@ -794,18 +816,31 @@ def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | N
     }
     if stats.track_scatter:
         out["nc1"] = nc1(stats, route=route, **kw)
-    if stats.num_classes > stats.dim + 1:
-        out["equinorm_log"] = equinorm_log(stats, unbiased=unbiased, **kw)
-        hu = hyperspherical_uniformity(stats, unbiased=unbiased, **kw)
-        out["uniformity_energy"], out["uniformity_spread"] = hu["energy"], hu["spread"]
+    if stats.num_classes > stats.dim + 1:  # optional many-class metrics: no value (and a warning) when undefined
+        out["equinorm_log"] = _optional("equinorm_log", lambda: equinorm_log(stats, unbiased=unbiased, **kw))
+        hu = _optional("uniformity", lambda: hyperspherical_uniformity(stats, unbiased=unbiased, **kw))
+        out["uniformity_energy"], out["uniformity_spread"] = ((math.nan, math.nan) if isinstance(hu, float)
+                                                              else (hu["energy"], hu["spread"]))
     if W is not None:
         W, b = _check_classifier(W, stats.num_classes, stats.dim, b)
         out["equinorm_classifier"] = equinorm(W.detach().to(torch.float64), unbiased=unbiased)
         out["self_duality"] = self_duality(stats, W.detach(), **kw)
         out["self_duality_zhu"] = self_duality_zhu(stats, W.detach(), **kw)
         if stats.num_classes > stats.dim + 1:
-            out["uniform_duality"] = uniform_duality(stats, W.detach(), unbiased=unbiased, **kw)
+            out["uniform_duality"] = _optional("uniform_duality",
+                                               lambda: uniform_duality(stats, W.detach(), unbiased=unbiased, **kw))
     return out
+
+
+def _optional(name: str, compute):
+    """An optional metric's value, or NaN with a warning giving the reason when it is undefined for
+    these statistics (e.g. two class means pointing the same way for the log-distance kernel), so
+    that an optional metric never aborts the required ones."""
+    try:
+        return compute()
+    except ValueError as e:
+        warnings.warn(f"{name} not computed: {e}", RuntimeWarning, stacklevel=3)
+        return math.nan
 
 
 @dataclass
@@ -1084,10 +1119,11 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
     """
     features = _require_tensor(features, "features")
     labels = _require_tensor(labels, "labels")
+    if num_classes is not None:
+        num_classes = _num_classes(num_classes)
     _check_choice(route, "route", _ROUTES)
     _check_choice(precision, "precision", _PRECISIONS)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _v.integer(batch_size, "batch_size", lo=1)
     if num_classes is None:
         if labels.numel() == 0:
             raise ValueError("no data: labels are empty")
@@ -1116,7 +1152,8 @@ def _find_module(model: torch.nn.Module, layer) -> torch.nn.Module:
         return layer
     modules = dict(model.named_modules())
     if layer not in modules:
-        raise ValueError(f"model has no module named {layer!r}; available: {sorted(k for k in modules if k)[:20]}")
+        raise ValueError(f"layer {layer!r}: model has no module named {layer!r}; available: "
+                         f"{sorted(k for k in modules if k)[:20]}")
     return modules[layer]
 
 
@@ -1165,6 +1202,7 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    num_classes = _num_classes(num_classes)
     _check_choice(route, "route", _ROUTES)
     _check_choice(precision, "precision", _PRECISIONS)
     if device is None:
@@ -1195,7 +1233,12 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
             yield from replay["batches"]
             return
         first = replay["batches"] is not None and not replay["batches"]
-        for xb, yb in loader:
+        for i, batch in enumerate(loader):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) else \
+                    f"a {type(batch).__name__}"
+                raise ValueError(f"loader must yield (inputs, labels) pairs; batch {i} is {what}")
+            xb, yb = batch
             xb = xb.to(device)
             if handle is None:
                 feats = model.features(xb)

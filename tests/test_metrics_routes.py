@@ -312,7 +312,7 @@ def test_new_arguments_are_validated():
         M.measure_features(x, y, precision="float16")
     with pytest.raises(ValueError, match="batch_size"):
         M.measure_features(x, y, batch_size=0)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(TypeError, match="batch_size"):
         M.measure_features(x, y, batch_size=2.5)
     net = Net(d_in=3, K=2)
     with pytest.raises(ValueError, match="precision"):
