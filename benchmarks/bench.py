@@ -14,11 +14,13 @@ otherwise. Both wall-clock and process CPU time are recorded; the targets are ju
 (with one thread it equals the wall time of an idle machine and is much less sensitive to other
 jobs stealing the cores). See benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -58,9 +60,9 @@ METRIC_TARGETS = [
     ("nclib >= 20x faster than (b) at D=512/K=100", 0, "b", 20.0),
     ("nclib >= 20x faster than (b) at D=4096/K=10", 1, "b", 20.0),
 ]
-TRACKING_TARGET = 0.10          # overhead of measuring every epoch
-CHAPTER_TARGET_S = 180.0        # "every chapter <= 2-3 minutes cold"
-BOOK_TARGET_S = 600.0           # "whole book <= 10 minutes"
+TRACKING_TARGET = 0.10  # overhead of measuring every epoch
+CHAPTER_TARGET_S = 180.0  # "every chapter <= 2-3 minutes cold"
+BOOK_TARGET_S = 600.0  # "whole book <= 10 minutes"
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -194,10 +196,10 @@ def baseline_loops(x, y, W, b, K, batch_size: int = 8192):
     NC1 through the D×D pseudo-inverse of Σ_B. Everything in float64."""
     N, D = x.shape
     Wd, bd = W.to(F64), b.to(F64)
-    batches = [(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, N, batch_size)]
+    batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, N, batch_size)]
     n = torch.zeros(K, dtype=F64)
     sums = torch.zeros(K, D, dtype=F64)
-    for xb, yb in batches:                                   # pass 1: class means
+    for xb, yb in batches:  # pass 1: class means
         for c in range(K):
             hc = xb[yb == c].to(F64)
             n[c] += hc.shape[0]
@@ -207,7 +209,7 @@ def baseline_loops(x, y, W, b, K, batch_size: int = 8192):
     Sw = torch.zeros(D, D, dtype=F64)
     sq = torch.zeros(K, dtype=F64)
     mismatches = 0
-    for xb, yb in batches:                                   # pass 2: Σ_W, variances, NC4
+    for xb, yb in batches:  # pass 2: Σ_W, variances, NC4
         for c in range(K):
             hc = xb[yb == c].to(F64)
             if hc.shape[0] == 0:
@@ -244,11 +246,11 @@ def baseline_library(x, y, W, b, K, batch_size: int = 8192):
     dt = x.dtype
     Wd, bd = W.to(dt), b.to(dt)
     classes = torch.arange(K)
-    batches = [(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, N, batch_size)]
+    batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, N, batch_size)]
     n = torch.zeros(K, dtype=dt)
     totals = torch.zeros(K, D, dtype=dt)
-    for xb, yb in batches:                                   # pass 1: one-hot class sums
-        onehot = (yb[:, None] == classes[None, :]).to(dt)    # (B, K)
+    for xb, yb in batches:  # pass 1: one-hot class sums
+        onehot = (yb[:, None] == classes[None, :]).to(dt)  # (B, K)
         n += onehot.sum(0)
         totals += onehot.T @ xb
     mu = totals / n[:, None]
@@ -256,7 +258,7 @@ def baseline_library(x, y, W, b, K, batch_size: int = 8192):
     Sw = torch.zeros(D, D, dtype=dt)
     var_tot = torch.zeros(K, dtype=dt)
     agree = 0
-    for xb, yb in batches:                                   # pass 2: covariance, variances, NC4
+    for xb, yb in batches:  # pass 2: covariance, variances, NC4
         onehot = (yb[:, None] == classes[None, :]).to(dt)
         diff = xb - mu[yb]
         Sw += diff.T @ diff
@@ -269,7 +271,9 @@ def baseline_library(x, y, W, b, K, batch_size: int = 8192):
     Mc = mu - mu_G
     Sb = Mc.T @ Mc / K
     out = {"nc1": float(torch.trace(Sw @ torch.linalg.pinv(Sb)) / K), "ncc_mismatch": 1.0 - agree / N}
-    out.update({k: float(v) for k, v in _nc2_nc3_cdnv(mu.to(F64), Mc.to(F64), (var_tot / n).to(F64), W.to(F64), K).items()})
+    out.update(
+        {k: float(v) for k, v in _nc2_nc3_cdnv(mu.to(F64), Mc.to(F64), (var_tot / n).to(F64), W.to(F64), K).items()}
+    )
     return out
 
 
@@ -315,19 +319,27 @@ def bench_metrics(cases, reps: int, log) -> list[dict]:
         times = {key: {"wall": [], "cpu": [], "peak_mib": []} for key, _, _ in methods}
         values = {}
         for rep in range(reps):
-            order = methods[rep % len(methods):] + methods[:rep % len(methods)]  # rotate the order
+            order = methods[rep % len(methods) :] + methods[: rep % len(methods)]  # rotate the order
             for key, _, fn in order:
-                out, wall, cpu, peak = timed(lambda: fn(x, y, W, b, K))
+                out, wall, cpu, peak = timed(functools.partial(fn, x, y, W, b, K))
                 times[key]["wall"].append(wall)
                 times[key]["cpu"].append(cpu)
                 times[key]["peak_mib"].append(peak)
                 values.setdefault(key, out)
-                log(f"[metrics]   rep {rep + 1}/{reps} {key:5s} wall {wall:7.3f}s cpu {cpu:7.3f}s"
-                    + (f" peak {peak:8.1f} MiB" if peak is not None else ""))
+                log(
+                    f"[metrics]   rep {rep + 1}/{reps} {key:5s} wall {wall:7.3f}s cpu {cpu:7.3f}s"
+                    + (f" peak {peak:8.1f} MiB" if peak is not None else "")
+                )
         ref = times["nclib"]
-        case = {"N": N, "D": D, "K": K, "input": "float32",
-                "input_mib": (x.numel() * x.element_size() + y.numel() * y.element_size()) / 2**20,
-                "bound_mib": 8 * (K * D + min(K, D) ** 2) / 2**20, "methods": {}}
+        case = {
+            "N": N,
+            "D": D,
+            "K": K,
+            "input": "float32",
+            "input_mib": (x.numel() * x.element_size() + y.numel() * y.element_size()) / 2**20,
+            "bound_mib": 8 * (K * D + min(K, D) ** 2) / 2**20,
+            "methods": {},
+        }
         for key, label, _ in methods:
             t = times[key]
             against, tol = _tolerance(key)
@@ -335,13 +347,18 @@ def bench_metrics(cases, reps: int, log) -> list[dict]:
             diffs = {other: rel_diff(values[key], values[other]) for other in others}
             worst = max(diffs.values()) if diffs else 0.0
             case["methods"][key] = {
-                "label": label, "cpu_s": median(t["cpu"]), "wall_s": median(t["wall"]),
+                "label": label,
+                "cpu_s": median(t["cpu"]),
+                "wall_s": median(t["wall"]),
                 # the median over rounds of the ratio within a round (runs close in time share the load)
                 "speedup_cpu": median([a / b for a, b in zip(t["cpu"], ref["cpu"])]),
                 "speedup_wall": median([a / b for a, b in zip(t["wall"], ref["wall"])]),
                 "peak_mib": median(t["peak_mib"]),
-                "max_rel_diff": worst, "tol": tol, "agree": None if tol is None else worst <= tol,
-                "values": values[key], "runs": t,
+                "max_rel_diff": worst,
+                "tol": tol,
+                "agree": None if tol is None else worst <= tol,
+                "values": values[key],
+                "runs": t,
             }
         if "c" in times and "f32" in times:  # the float32 path against the library's algorithm
             case["f32_vs_c_cpu"] = median([a / b for a, b in zip(times["c"]["cpu"], times["f32"]["cpu"])])
@@ -362,7 +379,7 @@ def _patched(module, name, value):
 
 
 DEVIATION_KEYS = ("nc1", "trace_ratio", "equinorm_means", "equiangularity", "max_angle", "self_duality", "cdnv")
-ABS_DEVIATION_KEYS = ("ncc_mismatch", "error")     # rates near 0: absolute deviations
+ABS_DEVIATION_KEYS = ("ncc_mismatch", "error")  # rates near 0: absolute deviations
 
 
 class _EpochTracker:
@@ -405,8 +422,10 @@ def bench_tracking(epochs: int, reps: int, log, *, warmup: bool = True) -> dict:
     L = importlib.import_module(T.fit.__module__)  # where fit looks its helpers up
     missing = [n for n in ("_load_data", "_build_model", "_loss", "log_epochs") if not hasattr(L, n)]
     if missing:
-        raise RuntimeError(f"bench_tracking wraps {missing} of {L.__name__}, which no longer has them: "
-                           "update benchmarks/bench.py to the new training loop")
+        raise RuntimeError(
+            f"bench_tracking wraps {missing} of {L.__name__}, which no longer has them: "
+            "update benchmarks/bench.py to the new training loop"
+        )
     full = T.recipe("papyan", "quick")
     scale = epochs / full.epochs
     cfg = full.replace(epochs=epochs, milestones=tuple(sorted({max(1, round(m * scale)) for m in full.milestones})))
@@ -458,14 +477,18 @@ def bench_tracking(epochs: int, reps: int, log, *, warmup: bool = True) -> dict:
         return run
 
     logs, histories, approx_rows, losses = {}, {}, None, {}
-    with _patched(L, "_load_data", load_once), _patched(ncm, "measure", counted_measure), \
-            _patched(L, "_build_model", build), _patched(L, "_loss", loss):
+    with (
+        _patched(L, "_load_data", load_once),
+        _patched(ncm, "measure", counted_measure),
+        _patched(L, "_build_model", build),
+        _patched(L, "_loss", loss),
+    ):
         if warmup:  # first-call costs (allocator, lazy initialisation) stay out of the timed runs
             with _patched(L, "log_epochs", schedules["every"]):
                 L.fit(cfg.replace(epochs=1), cache=False, progress=False, device="cpu")
         modes = list(schedules)
         for rep in range(reps):
-            order = modes[rep % len(modes):] + modes[:rep % len(modes)]
+            order = modes[rep % len(modes) :] + modes[: rep % len(modes)]
             for mode in order:
                 spent[0] = 0.0
                 active[0] = mode == "approx"
@@ -481,8 +504,10 @@ def bench_tracking(epochs: int, reps: int, log, *, warmup: bool = True) -> dict:
                     approx_rows = list(tracker.rows)
                 logs[mode] = len(run.history)
                 losses[mode] = float(run.curve["train_loss"].iloc[-1])
-                log(f"[tracking] rep {rep + 1}/{reps} {mode:6s} wall {wall:6.2f}s cpu {cpu:6.2f}s ({logs[mode]} logged "
-                    f"epochs, {spent[0]:.2f}s cpu in nclib.metrics.measure)")
+                log(
+                    f"[tracking] rep {rep + 1}/{reps} {mode:6s} wall {wall:6.2f}s cpu {cpu:6.2f}s ({logs[mode]} logged "
+                    f"epochs, {spent[0]:.2f}s cpu in nclib.metrics.measure)"
+                )
         if tracker.tracker is not None:
             tracker.tracker.remove()
     med = {k: (median(times[k]["cpu"]), median(times[k]["wall"])) for k in times}
@@ -513,21 +538,38 @@ def bench_tracking(epochs: int, reps: int, log, *, warmup: bool = True) -> dict:
     for k in DEVIATION_KEYS + ABS_DEVIATION_KEYS:
         vals = [r[k] for r in per_epoch_dev]
         late = [r[k] for r in per_epoch_dev if r["epoch"] > epochs // 2]
-        dev[k] = {"median": median(vals), "max": max(vals) if vals else None,
-                  "max_second_half": max(late) if late else None}
+        dev[k] = {
+            "median": median(vals),
+            "max": max(vals) if vals else None,
+            "max_second_half": max(late) if late else None,
+        }
     return {
-        "epochs": epochs, "recipe_epochs": full.epochs, "logged_every": logs["every"], "logged_never": logs["never"],
-        "every_cpu_s": med["every"][0], "never_cpu_s": med["never"][0], "approx_cpu_s": med["approx"][0],
-        "every_wall_s": med["every"][1], "never_wall_s": med["never"][1], "approx_wall_s": med["approx"][1],
-        "overhead_cpu": pair("every", "cpu"), "overhead_wall": pair("every", "wall"),
-        "approx_overhead_cpu": pair("approx", "cpu"), "approx_overhead_wall": pair("approx", "wall"),
+        "epochs": epochs,
+        "recipe_epochs": full.epochs,
+        "logged_every": logs["every"],
+        "logged_never": logs["never"],
+        "every_cpu_s": med["every"][0],
+        "never_cpu_s": med["never"][0],
+        "approx_cpu_s": med["approx"][0],
+        "every_wall_s": med["every"][1],
+        "never_wall_s": med["never"][1],
+        "approx_wall_s": med["approx"][1],
+        "overhead_cpu": pair("every", "cpu"),
+        "overhead_wall": pair("every", "wall"),
+        "approx_overhead_cpu": pair("approx", "cpu"),
+        "approx_overhead_wall": pair("approx", "wall"),
         "overhead_attributed": attributed,
-        "measure_cpu_s": median(inside), "per_log_s": per_log, "per_epoch_s": per_epoch,
-        "data_generation_s_excluded": data_s, "recipe_logged_epochs": recipe_logs,
+        "measure_cpu_s": median(inside),
+        "per_log_s": per_log,
+        "per_epoch_s": per_epoch,
+        "data_generation_s_excluded": data_s,
+        "recipe_logged_epochs": recipe_logs,
         "recipe_schedule_overhead": recipe_logs * per_log / (full.epochs * per_epoch),
         "same_trajectory": losses.get("every") == losses.get("approx"),
-        "deviation": dev, "deviation_per_epoch": per_epoch_dev,
-        "runs": times, "measure_runs_cpu_s": inside,
+        "deviation": dev,
+        "deviation_per_epoch": per_epoch_dev,
+        "runs": times,
+        "measure_runs_cpu_s": inside,
     }
 
 
@@ -542,16 +584,22 @@ def bench_book(timeout: int, log) -> dict:
 
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     chapters = []
-    env = {"NCLIB_PROFILE": "quick", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = {
+        "NCLIB_PROFILE": "quick",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
     saved = {k: os.environ.get(k) for k in [*env, "NCLIB_CACHE"]}
     with tempfile.TemporaryDirectory(prefix="nclib-cold-cache-") as cache:
         os.environ.update(env, NCLIB_CACHE=cache)  # the kernel inherits this environment
         try:
             for path in nbs:
                 nb = nbformat.read(path, as_version=4)
-                client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                        resources={"metadata": {"path": str(path.parent)}})
+                client = NotebookClient(
+                    nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+                )
                 ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 w0 = time.perf_counter()
                 status = "ok"
@@ -572,8 +620,11 @@ def bench_book(timeout: int, log) -> dict:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    return {"chapters": chapters, "total_wall_s": sum(c["wall_s"] for c in chapters),
-            "total_kernel_cpu_s": sum(c["kernel_cpu_s"] for c in chapters)}
+    return {
+        "chapters": chapters,
+        "total_wall_s": sum(c["wall_s"] for c in chapters),
+        "total_kernel_cpu_s": sum(c["kernel_cpu_s"] for c in chapters),
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -595,14 +646,19 @@ def _f(x, spec=".3f", none="n/a"):
 def report(res: dict) -> str:
     out = []
     env = res["environment"]
-    out.append(f"nclib {env['nclib']} · torch {env['torch']} · {env['python']} · {env['cpu_count']} CPUs · "
-               f"torch threads {env['threads']} · {'QUICK' if res['quick'] else 'FULL'} mode · reps {res['reps']}")
+    out.append(
+        f"nclib {env['nclib']} · torch {env['torch']} · {env['python']} · {env['cpu_count']} CPUs · "
+        f"torch threads {env['threads']} · {'QUICK' if res['quick'] else 'FULL'} mode · reps {res['reps']}"
+    )
     checks = []
     if res.get("metrics") is not None:
-        out += ["", "1. NC1-NC4 + CDNV from float32 features (times: medians of interleaved runs; 'x nclib' = median over",
-                "   rounds of the method's time / nclib's time in the same round;",
-                "   peak = median over runs of the resident-set peak above the resident set before the call, MiB;",
-                f"   agree = all of {', '.join(METRIC_KEYS)} within 'tol' relative of the other exact methods)"]
+        out += [
+            "",
+            "1. NC1-NC4 + CDNV from float32 features (times: medians of interleaved runs; 'x nclib' = median over",
+            "   rounds of the method's time / nclib's time in the same round;",
+            "   peak = median over runs of the resident-set peak above the resident set before the call, MiB;",
+            f"   agree = all of {', '.join(METRIC_KEYS)} within 'tol' relative of the other exact methods)",
+        ]
         rows = []
         for c in res["metrics"]:
             case = f"N={c['N']} D={c['D']} K={c['K']}"
@@ -611,15 +667,42 @@ def report(res: dict) -> str:
                     continue
                 m = c["methods"][key]
                 ok = "n/a" if m["agree"] is None else ("true" if m["agree"] else "FALSE")
-                rows.append([case if key == "nclib" else "", m["label"], _f(m["cpu_s"]), _f(m["wall_s"]),
-                             _f(m["speedup_cpu"], ".2f"), _f(m["speedup_wall"], ".2f"), _f(m["peak_mib"], ".1f"),
-                             f"{m['max_rel_diff']:.1e}", "report" if m["tol"] is None else f"{m['tol']:.0e}", ok])
-        out += table(rows, ["case", "method", "cpu s", "wall s", "x nclib (cpu)", "x nclib (wall)", "peak MiB",
-                            "max rel diff", "tol", "agree"], left=(0, 1))
+                rows.append(
+                    [
+                        case if key == "nclib" else "",
+                        m["label"],
+                        _f(m["cpu_s"]),
+                        _f(m["wall_s"]),
+                        _f(m["speedup_cpu"], ".2f"),
+                        _f(m["speedup_wall"], ".2f"),
+                        _f(m["peak_mib"], ".1f"),
+                        f"{m['max_rel_diff']:.1e}",
+                        "report" if m["tol"] is None else f"{m['tol']:.0e}",
+                        ok,
+                    ]
+                )
+        out += table(
+            rows,
+            [
+                "case",
+                "method",
+                "cpu s",
+                "wall s",
+                "x nclib (cpu)",
+                "x nclib (wall)",
+                "peak MiB",
+                "max rel diff",
+                "tol",
+                "agree",
+            ],
+            left=(0, 1),
+        )
         out.append("   (tol: exact methods against each other at 1e-06; the float32 path against nclib at its bound;")
         out.append("    (c) computes in float32 like the library, its difference from nclib is reported only)")
-        out.append("   memory bound O(K·D + min(K,D)²) as 8-byte entries, MiB: " + ", ".join(
-            f"{c['K']}x{c['D']}: {c['bound_mib']:.2f} (input {c['input_mib']:.0f})" for c in res["metrics"]))
+        out.append(
+            "   memory bound O(K·D + min(K,D)²) as 8-byte entries, MiB: "
+            + ", ".join(f"{c['K']}x{c['D']}: {c['bound_mib']:.2f} (input {c['input_mib']:.0f})" for c in res["metrics"])
+        )
         if not res["quick"]:
             for label, i, base, need in METRIC_TARGETS:
                 if i is None:  # the float32 error bound over every case
@@ -632,68 +715,118 @@ def report(res: dict) -> str:
                     checks.append((label, f"{got:.1f}x{extra}", got >= need))
     if res.get("tracking") is not None:
         t = res["tracking"]
-        out += ["", f"2. Tracking overhead: chapter-1 quick recipe shortened to {t['epochs']} epochs: exact NC metrics at "
-                    f"every epoch ({t['logged_every']} logs, eval mode, train + test), none, and the approximation",
-                "   (TrainingTracker: training-set metrics every epoch from the training forward passes)",
-                f"   (times: medians; overheads: median over interleaved rounds against 'never'; the data set, "
-                f"{_f(t['data_generation_s_excluded'], '.2f')} s to generate, is made once outside the timing)"]
-        rows = [["exact metrics every epoch", _f(t["every_cpu_s"], ".2f"), _f(t["every_wall_s"], ".2f"),
-                 f"{100 * t['overhead_cpu']:.1f}%", f"{100 * t['overhead_wall']:.1f}%"],
-                ["approximation every epoch", _f(t["approx_cpu_s"], ".2f"), _f(t["approx_wall_s"], ".2f"),
-                 f"{100 * t['approx_overhead_cpu']:.1f}%", f"{100 * t['approx_overhead_wall']:.1f}%"],
-                ["metrics never", _f(t["never_cpu_s"], ".2f"), _f(t["never_wall_s"], ".2f"), "", ""]]
+        out += [
+            "",
+            f"2. Tracking overhead: chapter-1 quick recipe shortened to {t['epochs']} epochs: exact NC metrics at "
+            f"every epoch ({t['logged_every']} logs, eval mode, train + test), none, and the approximation",
+            "   (TrainingTracker: training-set metrics every epoch from the training forward passes)",
+            f"   (times: medians; overheads: median over interleaved rounds against 'never'; the data set, "
+            f"{_f(t['data_generation_s_excluded'], '.2f')} s to generate, is made once outside the timing)",
+        ]
+        rows = [
+            [
+                "exact metrics every epoch",
+                _f(t["every_cpu_s"], ".2f"),
+                _f(t["every_wall_s"], ".2f"),
+                f"{100 * t['overhead_cpu']:.1f}%",
+                f"{100 * t['overhead_wall']:.1f}%",
+            ],
+            [
+                "approximation every epoch",
+                _f(t["approx_cpu_s"], ".2f"),
+                _f(t["approx_wall_s"], ".2f"),
+                f"{100 * t['approx_overhead_cpu']:.1f}%",
+                f"{100 * t['approx_overhead_wall']:.1f}%",
+            ],
+            ["metrics never", _f(t["never_cpu_s"], ".2f"), _f(t["never_wall_s"], ".2f"), "", ""],
+        ]
         out += table(rows, ["fit", "cpu s", "wall s", "overhead cpu", "overhead wall"])
-        out.append(f"   exact: {100 * t['overhead_attributed']:.1f}% of the rest of the run inside measure(); per logged epoch "
-                   f"{t['per_log_s'] * 1e3:.0f} ms in measure() (train + test split) vs "
-                   f"{t['per_epoch_s'] * 1e3:.0f} ms per training epoch; the recipe's own schedule "
-                   f"({t['recipe_logged_epochs']} logs in {t['recipe_epochs']} epochs) projects to "
-                   f"{100 * t['recipe_schedule_overhead']:.1f}%")
-        out.append(f"   deviation of the approximation from the exact eval-mode measurement, epochs 1..{t['epochs']} "
-                   f"(same training trajectory: {'yes' if t['same_trajectory'] else 'NO'}):")
+        out.append(
+            f"   exact: {100 * t['overhead_attributed']:.1f}% of the rest of the run inside measure(); per logged epoch "
+            f"{t['per_log_s'] * 1e3:.0f} ms in measure() (train + test split) vs "
+            f"{t['per_epoch_s'] * 1e3:.0f} ms per training epoch; the recipe's own schedule "
+            f"({t['recipe_logged_epochs']} logs in {t['recipe_epochs']} epochs) projects to "
+            f"{100 * t['recipe_schedule_overhead']:.1f}%"
+        )
+        out.append(
+            f"   deviation of the approximation from the exact eval-mode measurement, epochs 1..{t['epochs']} "
+            f"(same training trajectory: {'yes' if t['same_trajectory'] else 'NO'}):"
+        )
         drows = []
         for k, d in t["deviation"].items():
             kind = "abs" if k in ABS_DEVIATION_KEYS else "rel"
             name = "train error" if k == "error" else k
             drows.append([name, kind, _f(d["median"], ".2e"), _f(d["max"], ".2e"), _f(d["max_second_half"], ".2e")])
-        out += ["   " + line for line in table(drows, ["metric", "", "median", "max", f"max, epochs > {t['epochs'] // 2}"],
-                                                 left=(0, 1))]
+        out += [
+            "   " + line
+            for line in table(drows, ["metric", "", "median", "max", f"max, epochs > {t['epochs'] // 2}"], left=(0, 1))
+        ]
         if not res["quick"]:
-            checks.append((f"tracking every epoch <= {TRACKING_TARGET:.0%} (approximation)",
-                           f"{100 * t['approx_overhead_cpu']:.1f}% (exact: {100 * t['overhead_cpu']:.1f}%)",
-                           t["approx_overhead_cpu"] <= TRACKING_TARGET))
+            checks.append(
+                (
+                    f"tracking every epoch <= {TRACKING_TARGET:.0%} (approximation)",
+                    f"{100 * t['approx_overhead_cpu']:.1f}% (exact: {100 * t['overhead_cpu']:.1f}%)",
+                    t["approx_overhead_cpu"] <= TRACKING_TARGET,
+                )
+            )
     if res.get("book") is not None:
         bk = res["book"]
         out += ["", "3. Book: cold execution of each chapter (nbclient, quick profile, fresh NCLIB_CACHE, 1 thread)"]
-        rows = [[c["chapter"], _f(c["wall_s"], ".1f"), _f(c["kernel_cpu_s"], ".1f"), c["status"]] for c in bk["chapters"]]
+        rows = [
+            [c["chapter"], _f(c["wall_s"], ".1f"), _f(c["kernel_cpu_s"], ".1f"), c["status"]] for c in bk["chapters"]
+        ]
         if not rows:
             rows = [["(no notebooks/NN_*.ipynb found)", "0.0", "0.0", ""]]
         rows.append(["total", _f(bk["total_wall_s"], ".1f"), _f(bk["total_kernel_cpu_s"], ".1f"), ""])
         out += table(rows, ["chapter", "wall s", "kernel cpu s", "status"], left=(0, 3))
         if bk["chapters"]:
             slowest = max(bk["chapters"], key=lambda c: c["wall_s"])
-            checks.append((f"every chapter <= {CHAPTER_TARGET_S:.0f} s cold", f"max {slowest['wall_s']:.0f} s ({slowest['chapter']})",
-                           all(c["wall_s"] <= CHAPTER_TARGET_S and c["status"] == "ok" for c in bk["chapters"])))
-            checks.append((f"whole book <= {BOOK_TARGET_S:.0f} s cold", f"{bk['total_wall_s']:.0f} s",
-                           bk["total_wall_s"] <= BOOK_TARGET_S))
+            checks.append(
+                (
+                    f"every chapter <= {CHAPTER_TARGET_S:.0f} s cold",
+                    f"max {slowest['wall_s']:.0f} s ({slowest['chapter']})",
+                    all(c["wall_s"] <= CHAPTER_TARGET_S and c["status"] == "ok" for c in bk["chapters"]),
+                )
+            )
+            checks.append(
+                (
+                    f"whole book <= {BOOK_TARGET_S:.0f} s cold",
+                    f"{bk['total_wall_s']:.0f} s",
+                    bk["total_wall_s"] <= BOOK_TARGET_S,
+                )
+            )
     if checks:
         out += ["", "Targets (speed-ups on CPU time)"]
-        out += table([[lab, got, "met" if ok else "MISSED"] for lab, got, ok in checks],
-                     ["target", "measured", "status"], left=(0, 1, 2))
+        out += table(
+            [[lab, got, "met" if ok else "MISSED"] for lab, got, ok in checks],
+            ["target", "measured", "status"],
+            left=(0, 1, 2),
+        )
     res["targets"] = [{"target": lab, "measured": got, "met": ok} for lab, got, ok in checks]
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions, no book (< 60 s)")
     ap.add_argument("--skip-book", action="store_true", help="do not execute the chapters")
     ap.add_argument("--skip-tracking", action="store_true", help="do not run the training-overhead benchmark")
-    ap.add_argument("--only", metavar="SECTIONS", default="metrics,tracking,book",
-                    help="comma-separated sections to run: metrics, tracking, book (default: all)")
+    ap.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        default="metrics,tracking,book",
+        help="comma-separated sections to run: metrics, tracking, book (default: all)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per method (default 3; >= 3 for a median)")
-    ap.add_argument("--tracking-reps", type=int, default=None,
-                    help="pairs of fits in the tracking benchmark (default 5; quick: --reps)")
+    ap.add_argument(
+        "--tracking-reps",
+        type=int,
+        default=None,
+        help="pairs of fits in the tracking benchmark (default 5; quick: --reps)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the tracking benchmark (default 20; quick 2)")
     ap.add_argument("--book-timeout", type=int, default=900, help="per-cell timeout in seconds (as _config.yml)")
@@ -708,17 +841,28 @@ def main(argv=None) -> int:
     reps = args.reps or 3
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else (lambda msg: None)
     res = {
-        "quick": args.quick, "reps": reps,
-        "environment": {"nclib": nclib.__version__, "torch": torch.__version__, "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform()},
+        "quick": args.quick,
+        "reps": reps,
+        "environment": {
+            "nclib": nclib.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     t0 = time.perf_counter()
     res["metrics"] = bench_metrics(QUICK_CASES if args.quick else FULL_CASES, reps, log) if "metrics" in only else None
     res["tracking"] = None
     if "tracking" in only and not args.skip_tracking:
-        res["tracking"] = bench_tracking(args.epochs or (2 if args.quick else 20),
-                                         args.tracking_reps or (reps if args.quick else 5), log, warmup=not args.quick)
+        res["tracking"] = bench_tracking(
+            args.epochs or (2 if args.quick else 20),
+            args.tracking_reps or (reps if args.quick else 5),
+            log,
+            warmup=not args.quick,
+        )
     res["book"] = None if (args.quick or args.skip_book or "book" not in only) else bench_book(args.book_timeout, log)
     res["seconds"] = time.perf_counter() - t0
     text = report(res)

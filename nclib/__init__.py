@@ -11,7 +11,26 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("metrics", "geometry", "data", "models", "losses", "noise", "evaluation", "train", "ufm", "plots", "claims", "profiles", "transfer", "imbalance", "generalization", "continual", "stats", "features")
+_SUBMODULES = (
+    "metrics",
+    "geometry",
+    "data",
+    "models",
+    "losses",
+    "noise",
+    "evaluation",
+    "train",
+    "ufm",
+    "plots",
+    "claims",
+    "profiles",
+    "transfer",
+    "imbalance",
+    "generalization",
+    "continual",
+    "stats",
+    "features",
+)
 
 __all__ = ["__version__", "setup_notebook", "seed_family", *_SUBMODULES]
 

@@ -1,5 +1,6 @@
 """The private random generators nclib draws from (never the global RNG): one place for how a
 ``seed`` argument becomes a ``torch.Generator``."""
+
 from __future__ import annotations
 
 import torch
@@ -31,6 +32,6 @@ def mixed_generator(*parts: int) -> torch.Generator:
     g = torch.Generator()
     s = 0
     for p in parts:
-        s = (s * 1_000_003 + int(p)) % (2 ** 63 - 1)
+        s = (s * 1_000_003 + int(p)) % (2**63 - 1)
     g.manual_seed(s)
     return g

@@ -16,6 +16,7 @@ Conventions, the same everywhere:
 
 This module imports only torch and the standard library, so every module may use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,16 @@ def integer(v, name: str, *, lo: int | None = None, hi: int | None = None) -> in
     return v
 
 
-def real(v, name: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-         hi_open: bool = False, finite: bool = True) -> float:
+def real(
+    v,
+    name: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    finite: bool = True,
+) -> float:
     """``v`` as a ``float`` in the interval given by ``lo``/``hi`` (closed unless ``*_open``)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_kind(v)} {v!r}")
@@ -99,8 +108,16 @@ def boolean(v, name: str) -> bool:
     return v
 
 
-def tensor(x, name: str, *, ndim: int | None = None, floating: bool | None = None,
-           finite: bool = True, shape: tuple | None = None, nonempty: bool = False) -> Tensor:
+def tensor(
+    x,
+    name: str,
+    *,
+    ndim: int | None = None,
+    floating: bool | None = None,
+    finite: bool = True,
+    shape: tuple | None = None,
+    nonempty: bool = False,
+) -> Tensor:
     """``x`` is a tensor of the given rank/shape (``None`` in ``shape`` matches any size).
 
     ``floating=True`` requires a floating-point dtype, ``False`` an integer one (bool refused).
@@ -124,8 +141,9 @@ def tensor(x, name: str, *, ndim: int | None = None, floating: bool | None = Non
     return x
 
 
-def labels(y, name: str = "labels", *, n: int | None = None, num_classes: int | None = None,
-           what: str = "features") -> Tensor:
+def labels(
+    y, name: str = "labels", *, n: int | None = None, num_classes: int | None = None, what: str = "features"
+) -> Tensor:
     """A 1-D integer label tensor, with ``n`` entries (one per row of ``what``) in ``0..num_classes-1``."""
     y = tensor(y, name, floating=False)
     if y.ndim != 1 or (n is not None and y.shape[0] != n):

@@ -40,6 +40,7 @@ its numbers instead of typing them: ``<id>`` (the statistic), ``<id>.lo``, ``<id
 and ``<id>.status`` (markdown text), e.g. ``{glue:text}`ch1.nc1-tpt:.3g``` and
 ``{glue:md}`ch1.nc1-tpt.status```.
 """
+
 from __future__ import annotations
 
 import html
@@ -53,8 +54,18 @@ from pathlib import Path
 
 from . import stats
 
-__all__ = ["Claim", "ClaimFailed", "ClaimContradicted", "claim", "check", "check_rule", "records_from_notebook",
-           "ledger", "calibration", "anchor"]
+__all__ = [
+    "Claim",
+    "ClaimFailed",
+    "ClaimContradicted",
+    "claim",
+    "check",
+    "check_rule",
+    "records_from_notebook",
+    "ledger",
+    "calibration",
+    "anchor",
+]
 
 MARKER = "data-nclib-claim"
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -62,8 +73,13 @@ MIN_SEEDS = {"quick": 3, "full": 1}
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CMP = re.compile(rf"^\s*(>=|<=|==|>|<)\s*({_NUM})\s*$")
 _IN = re.compile(rf"^\s*in\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*\]\s*$")
-_STATUS_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconclusive": "#9a6700",
-                   "passed": "#1a7f37", "failed": "#cf222e"}
+_STATUS_COLOURS = {
+    "reproduced": "#1a7f37",
+    "not reproduced": "#cf222e",
+    "inconclusive": "#9a6700",
+    "passed": "#1a7f37",
+    "failed": "#cf222e",
+}
 
 
 class ClaimFailed(AssertionError):
@@ -81,11 +97,11 @@ def anchor(id: str) -> str:
 
 @dataclass
 class Claim:
-    kind: str                      # "reproduction" or "check"
+    kind: str  # "reproduction" or "check"
     id: str
     statement: str
     rule: str
-    status: str                    # reproduced / not reproduced / inconclusive; passed / failed
+    status: str  # reproduced / not reproduced / inconclusive; passed / failed
     source: str
     chapter: str
     note: str = ""
@@ -131,8 +147,10 @@ class Claim:
 
     def _repr_html_(self) -> str:
         colour = _STATUS_COLOURS.get(self.status, "#57606a")
-        badge = (f'<span class="nclib-status" style="background:{colour};color:#fff;border-radius:3px;'
-                 f'padding:0 .35em;font-size:.85em">{html.escape(self.status)}</span>')
+        badge = (
+            f'<span class="nclib-status" style="background:{colour};color:#fff;border-radius:3px;'
+            f'padding:0 .35em;font-size:.85em">{html.escape(self.status)}</span>'
+        )
         kind = "check" if self.kind == "check" else "claim"
         exp = ""
         if self.kind == "reproduction":
@@ -141,10 +159,12 @@ class Claim:
             exp += f"<br><small>per seed ({', '.join(map(str, self.seeds))}): {html.escape(vals)}</small>"
         note = f"<br><small>{html.escape(self.note)}</small>" if self.note else ""
         paper = f"<br><small>paper: {html.escape(self.paper)}</small>" if self.paper else ""
-        return (f'<div class="nclib-claim" id="{anchor(self.id)}" {MARKER}="{html.escape(self.to_json(), quote=True)}">'
-                f"{badge} <b>{kind} {html.escape(self.id)}</b> — {html.escape(self.statement)}: "
-                f"<code>{html.escape(self.value_text())}</code>, rule <code>{html.escape(self.rule)}</code>"
-                f"{exp}{paper}{note}</div>")
+        return (
+            f'<div class="nclib-claim" id="{anchor(self.id)}" {MARKER}="{html.escape(self.to_json(), quote=True)}">'
+            f"{badge} <b>{kind} {html.escape(self.id)}</b> — {html.escape(self.statement)}: "
+            f"<code>{html.escape(self.value_text())}</code>, rule <code>{html.escape(self.rule)}</code>"
+            f"{exp}{paper}{note}</div>"
+        )
 
     def __repr__(self) -> str:
         tail = f", expected {self.expected}" if self.kind == "reproduction" else ""
@@ -174,7 +194,11 @@ def check_rule(value, rule: str, tol: float = 0.0) -> bool:
         if not isinstance(value, bool):
             raise TypeError(f"rule {rule!r} needs a bool value, got {type(value).__name__}")
         return value is (r == "true")
-    if isinstance(value, bool) or isinstance(value, str) or not (isinstance(value, (int, float)) or hasattr(value, "__float__")):
+    if (
+        isinstance(value, bool)
+        or isinstance(value, str)
+        or not (isinstance(value, (int, float)) or hasattr(value, "__float__"))
+    ):
         raise TypeError(f"rule {rule!r} needs a number, got {type(value).__name__}")
     v = float(value)
     if math.isnan(v):
@@ -191,7 +215,9 @@ def check_rule(value, rule: str, tol: float = 0.0) -> bool:
         if lo > hi:
             raise ValueError(f"rule {rule!r}: empty interval")
         return lo <= v <= hi
-    raise ValueError(f"cannot parse rule {rule!r}; use '> x', '>= x', '< x', '<= x', '== x', 'in [a, b]', 'true' or 'false'")
+    raise ValueError(
+        f"cannot parse rule {rule!r}; use '> x', '>= x', '< x', '<= x', '== x', 'in [a, b]', 'true' or 'false'"
+    )
 
 
 def _nonempty(**kw):
@@ -200,8 +226,19 @@ def _nonempty(**kw):
             raise ValueError(f"claim {name} must be a non-empty string, got {v!r}")
 
 
-def check(id: str, statement: str, *, value, rule: str, source: str, chapter, tol: float = 0.0, note: str = "",
-          profile: str | None = None, display: bool = True) -> Claim:
+def check(
+    id: str,
+    statement: str,
+    *,
+    value,
+    rule: str,
+    source: str,
+    chapter,
+    tol: float = 0.0,
+    note: str = "",
+    profile: str | None = None,
+    display: bool = True,
+) -> Claim:
     """A check (identity, closed form, invariant, consistency): ``value`` against ``rule`` with
     tolerance ``tol`` for ``"== x"``. Raises :class:`ClaimFailed` when it does not hold."""
     _nonempty(id=id, statement=statement, source=source)
@@ -214,9 +251,18 @@ def check(id: str, statement: str, *, value, rule: str, source: str, chapter, to
     if not isinstance(value, bool):
         value = float(value)
     ok = check_rule(value, rule, tol)
-    c = Claim(kind="check", id=id, statement=statement, rule=rule + (f" (tol {tol:g})" if tol else ""),
-              status="passed" if ok else "failed", source=source, chapter=str(chapter), note=note,
-              profile=profile or os.environ.get("NCLIB_PROFILE", "quick"), value=value)
+    c = Claim(
+        kind="check",
+        id=id,
+        statement=statement,
+        rule=rule + (f" (tol {tol:g})" if tol else ""),
+        status="passed" if ok else "failed",
+        source=source,
+        chapter=str(chapter),
+        note=note,
+        profile=profile or os.environ.get("NCLIB_PROFILE", "quick"),
+        value=value,
+    )
     if not ok:
         raise ClaimFailed(f"check {id!r} failed: {statement} — measured {c.value_text()}, rule {c.rule}")
     _show(c, display)
@@ -248,8 +294,21 @@ def _calibrating() -> bool:
     return os.environ.get("NCLIB_CALIBRATE", "") not in ("", "0")
 
 
-def claim(id: str, statement: str, *, values, rule: str, source: str, chapter, seeds=None, interval: str = "range",
-          paper: str = "", note: str = "", profile: str | None = None, display: bool = True) -> Claim:
+def claim(
+    id: str,
+    statement: str,
+    *,
+    values,
+    rule: str,
+    source: str,
+    chapter,
+    seeds=None,
+    interval: str = "range",
+    paper: str = "",
+    note: str = "",
+    profile: str | None = None,
+    display: bool = True,
+) -> Claim:
     """State, decide and record one reproduction claim (see the module docstring).
 
     ``values``: the statistic measured on each seed (numbers; booleans count as 0/1);
@@ -284,13 +343,32 @@ def claim(id: str, statement: str, *, values, rule: str, source: str, chapter, s
     stat, lo, hi = stats.seed_interval(vals, interval)
     status = stats.rule_status(rule, lo, hi)
     expected, cal = _expected(id, rule, interval, profile)
-    c = Claim(kind="reproduction", id=id, statement=statement, rule=rule, status=status, source=source,
-              chapter=str(chapter), note=note, paper=paper, profile=profile, values=vals, seeds=seeds, n=len(vals),
-              method=interval, statistic=stat, interval=[lo, hi], expected=expected, calibration=cal)
+    c = Claim(
+        kind="reproduction",
+        id=id,
+        statement=statement,
+        rule=rule,
+        status=status,
+        source=source,
+        chapter=str(chapter),
+        note=note,
+        paper=paper,
+        profile=profile,
+        values=vals,
+        seeds=seeds,
+        n=len(vals),
+        method=interval,
+        statistic=stat,
+        interval=[lo, hi],
+        expected=expected,
+        calibration=cal,
+    )
     _show(c, display)
     if contradicts(expected, status) and not _calibrating():
-        raise ClaimContradicted(f"claim {id!r}: {statement} — computed {status} ({c.value_text()}, rule {rule}), "
-                                f"but the calibration expects {expected}")
+        raise ClaimContradicted(
+            f"claim {id!r}: {statement} — computed {status} ({c.value_text()}, rule {rule}), "
+            f"but the calibration expects {expected}"
+        )
     return c
 
 
@@ -300,11 +378,15 @@ def _expected(id: str, rule: str, method: str, profile: str):
         return ("uncalibrated", None)
     entry = table.get("claims", {}).get(id)
     if entry is None:
-        raise ValueError(f"claim {id!r} has no calibration for the {profile} profile "
-                         f"(run `python scripts/calibrate.py` for its chapter)")
+        raise ValueError(
+            f"claim {id!r} has no calibration for the {profile} profile "
+            f"(run `python scripts/calibrate.py` for its chapter)"
+        )
     if entry.get("rule") != rule or entry.get("method") != method:
-        raise ValueError(f"claim {id!r}: its rule/interval ({rule!r}, {method!r}) differ from the calibrated ones "
-                         f"({entry.get('rule')!r}, {entry.get('method')!r}); recalibrate its chapter")
+        raise ValueError(
+            f"claim {id!r}: its rule/interval ({rule!r}, {method!r}) differ from the calibrated ones "
+            f"({entry.get('rule')!r}, {entry.get('method')!r}); recalibrate its chapter"
+        )
     return entry["expected"], {k: entry["runs"][k] for k in entry.get("runs", {})}
 
 
@@ -388,7 +470,24 @@ def ledger(records: list[dict]):
             return col.map(lambda k: 0 if k == "reproduction" else 1)
         return col
 
-    cols = ["kind", "chapter", "id", "source", "statement", "rule", "status", "expected", "statistic", "interval",
-            "n", "values", "seeds", "value", "paper", "note", "profile"]
+    cols = [
+        "kind",
+        "chapter",
+        "id",
+        "source",
+        "statement",
+        "rule",
+        "status",
+        "expected",
+        "statistic",
+        "interval",
+        "n",
+        "values",
+        "seeds",
+        "value",
+        "paper",
+        "note",
+        "profile",
+    ]
     df = pd.DataFrame(records).reindex(columns=cols)
     return df.sort_values(["kind", "chapter", "id"], kind="stable", key=order).reset_index(drop=True)

@@ -26,6 +26,7 @@ What is here:
 Features are rows (N×D), labels 0..K−1, as everywhere in nclib. Randomness comes from ``seed``
 arguments only; the global RNG is never reseeded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,19 @@ from .train import atomic_save, processes_default, run_workers
 from .train.cache import config_key, run_dir
 from .train.engine import Callback, Objective, run_loop
 
-__all__ = ["class_incremental_split", "ReplayBuffer", "ContinualConfig", "ContinualRun", "train_class_incremental", "train_many",
-           "network_accuracies", "probe_accuracies", "forgetting_report", "replay_geometry", "task_of"]
+__all__ = [
+    "class_incremental_split",
+    "ReplayBuffer",
+    "ContinualConfig",
+    "ContinualRun",
+    "train_class_incremental",
+    "train_many",
+    "network_accuracies",
+    "probe_accuracies",
+    "forgetting_report",
+    "replay_geometry",
+    "task_of",
+]
 
 
 def _check_int(v, name: str, lo: int) -> int:
@@ -77,7 +89,7 @@ def class_incremental_split(num_classes: int, num_tasks: int, *, seed: int | Non
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         order = torch.randperm(K, generator=_generator(int(seed))).tolist()
     c = K // T
-    return [sorted(order[t * c:(t + 1) * c]) for t in range(T)]
+    return [sorted(order[t * c : (t + 1) * c]) for t in range(T)]
 
 
 def task_of(tasks: list[list[int]], num_classes: int) -> Tensor:
@@ -135,13 +147,14 @@ class ReplayBuffer:
             return 0
         return min(n, max(1, math.floor(self.fraction * n + 0.5)))
 
-    def add(self, indices: Tensor, labels: Tensor) -> "ReplayBuffer":
+    def add(self, indices: Tensor, labels: Tensor) -> ReplayBuffer:
         """Store the kept samples of the classes in ``labels`` (``indices`` point into the training set)."""
         if not isinstance(indices, Tensor) or not isinstance(labels, Tensor):
             raise TypeError("indices and labels must be torch.Tensors")
         if indices.ndim != 1 or labels.shape != indices.shape:
-            raise ValueError(f"indices and labels must be 1-D of equal length, got {tuple(indices.shape)} "
-                             f"and {tuple(labels.shape)}")
+            raise ValueError(
+                f"indices and labels must be 1-D of equal length, got {tuple(indices.shape)} and {tuple(labels.shape)}"
+            )
         if indices.dtype.is_floating_point or labels.dtype.is_floating_point:
             raise TypeError("indices and labels must be integer tensors")
         indices, labels = indices.long(), labels.long()
@@ -228,11 +241,14 @@ class ContinualConfig:
     def __post_init__(self):
         for name, lo in (("num_tasks", 1), ("epochs_per_task", 1), ("batch_size", 1), ("replay_batch_size", 0)):
             _check_int(getattr(self, name), name, lo)
-        _check_int(self.seed, "seed", -2 ** 62)
+        _check_int(self.seed, "seed", -(2**62))
         if self.task_seed is not None:
-            _check_int(self.task_seed, "task_seed", -2 ** 62)
-        if isinstance(self.buffer_fraction, bool) or not isinstance(self.buffer_fraction, numbers.Real) \
-                or not 0 <= self.buffer_fraction <= 1:
+            _check_int(self.task_seed, "task_seed", -(2**62))
+        if (
+            isinstance(self.buffer_fraction, bool)
+            or not isinstance(self.buffer_fraction, numbers.Real)
+            or not 0 <= self.buffer_fraction <= 1
+        ):
             raise ValueError(f"buffer_fraction must be in [0, 1], got {self.buffer_fraction!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
@@ -242,7 +258,7 @@ class ContinualConfig:
     def key(self) -> str:
         return config_key({"config": dataclasses.asdict(self), "kind": "continual"}, "continual")
 
-    def replace(self, **changes) -> "ContinualConfig":
+    def replace(self, **changes) -> ContinualConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -277,7 +293,7 @@ def _predict(model: nn.Module, X: Tensor, batch_size: int = 4096) -> Tensor:
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    out = torch.cat([model(X[s:s + batch_size].to(dev)).cpu() for s in range(0, len(X), batch_size)])
+    out = torch.cat([model(X[s : s + batch_size].to(dev)).cpu() for s in range(0, len(X), batch_size)])
     model.train(was)
     return out
 
@@ -320,7 +336,7 @@ class _TaskSchedule(Callback):
         cfg, buffer = self.cfg, self.buffer
         perm = self.cur[torch.randperm(len(self.cur), generator=_generator(cfg.seed, t, epoch))]
         for s in range(0, len(perm), cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s : s + cfg.batch_size]
             if len(buffer) and cfg.replay_batch_size:
                 idx = torch.cat([idx, buffer.sample(cfg.replay_batch_size, self.g_replay)])
             if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
@@ -335,12 +351,15 @@ class _TaskSchedule(Callback):
             self.buffer.add(self.cur, sel)  # the buffer is filled when the task ends (the last one's is never replayed)
             Xte, yte = self.test
             for u in range(t + 1):
-                self.rows.append({"after_task": t, "task": u, "accuracy": _task_accuracy(self.model, Xte, yte, self.tasks[u])})
+                self.rows.append(
+                    {"after_task": t, "task": u, "accuracy": _task_accuracy(self.model, Xte, yte, self.tasks[u])}
+                )
             self.model.train()
 
 
-def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progress: bool = True,
-                            device=None) -> ContinualRun:
+def train_class_incremental(
+    cfg: ContinualConfig, *, cache: bool = True, progress: bool = True, device=None
+) -> ContinualRun:
     """Train ``cfg`` task by task with experience replay (see :class:`ContinualConfig`).
 
     Deterministic on the CPU: the initialisation comes from ``models.build(seed=cfg.seed)``, each
@@ -368,8 +387,9 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
         for t in tasks[:-1]:
             sel = torch.isin(ytr, torch.tensor(t))
             buffer.add(sel.nonzero().flatten(), ytr[sel])
-        return ContinualRun(cfg, model.eval(), d, tasks, buffer, pd.DataFrame(res["accuracy"]),
-                            time.perf_counter() - t0, True)
+        return ContinualRun(
+            cfg, model.eval(), d, tasks, buffer, pd.DataFrame(res["accuracy"]), time.perf_counter() - t0, True
+        )
 
     dev = default_device(device)
     model.to(dev).train()
@@ -380,8 +400,12 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     Xd, yd = Xtr.to(dev), ytr.to(dev)
     rows = []
-    bar = tqdm(total=cfg.num_tasks * cfg.epochs_per_task, disable=not progress, leave=False,
-               desc=f"continual f={cfg.buffer_fraction:g}")
+    bar = tqdm(
+        total=cfg.num_tasks * cfg.epochs_per_task,
+        disable=not progress,
+        leave=False,
+        desc=f"continual f={cfg.buffer_fraction:g}",
+    )
     schedule = _TaskSchedule(cfg, model, tasks, buffer, ytr, (Xte, yte), rows, bar, dev)
     periods = [(t, epoch) for t in range(len(tasks)) for epoch in range(cfg.epochs_per_task)]
     try:
@@ -396,8 +420,15 @@ def train_class_incremental(cfg: ContinualConfig, *, cache: bool = True, progres
         final.add(s.nonzero().flatten(), ytr[s])
     acc = pd.DataFrame(rows)
     if cache:
-        atomic_save({"model": model.state_dict(), "accuracy": acc.to_dict("list"), "nclib": __version__,
-                     "config": json.dumps(dataclasses.asdict(cfg), default=str)}, path)
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "accuracy": acc.to_dict("list"),
+                "nclib": __version__,
+                "config": json.dumps(dataclasses.asdict(cfg), default=str),
+            },
+            path,
+        )
     return ContinualRun(cfg, model, d, tasks, final, acc, time.perf_counter() - t0, False)
 
 
@@ -436,8 +467,10 @@ def train_many(cfgs, *, processes: int | None = None, progress: bool = True) -> 
     if len(todo) > 1 and procs > 1 and default_device().type == "cpu":
         cmd = [sys.executable, "-c", "from nclib.continual import _train_in_child; _train_in_child()"]
         threads = torch.get_num_threads()
-        jobs = [(f"seed {c.seed}, buffer {c.buffer_fraction}", {"config": dataclasses.asdict(c), "threads": threads})
-                for c in todo]
+        jobs = [
+            (f"seed {c.seed}, buffer {c.buffer_fraction}", {"config": dataclasses.asdict(c), "threads": threads})
+            for c in todo
+        ]
         run_workers(cmd, jobs, min(procs, len(todo)), progress=progress, what="train_many")
     return [train_class_incremental(c, progress=progress) for c in cfgs]
 
@@ -471,13 +504,23 @@ def network_accuracies(model: nn.Module, X: Tensor, y: Tensor, tasks: list[list[
     within = logits.masked_fill(~own, -math.inf).argmax(1)
     pred = logits.argmax(1)
     last = torch.tensor(tasks[-1])
-    return {"net_all": float((pred == yp).double().mean()),
-            "net_within": float((within == yp).double().mean()),
-            "to_last": float(torch.isin(pred, last).double().mean())}
+    return {
+        "net_all": float((pred == yp).double().mean()),
+        "net_within": float((within == yp).double().mean()),
+        "to_last": float(torch.isin(pred, last).double().mean()),
+    }
 
 
-def probe_accuracies(Ztr: Tensor, ytr: Tensor, Zte: Tensor, yte: Tensor, tasks: list[list[int]], *,
-                     weight_decay: float = 1e-3, max_iter: int = 100) -> dict:
+def probe_accuracies(
+    Ztr: Tensor,
+    ytr: Tensor,
+    Zte: Tensor,
+    yte: Tensor,
+    tasks: list[list[int]],
+    *,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+) -> dict:
     """Deep forgetting: a K-way linear probe (:func:`nclib.evaluation.linear_probe`, standardised
     features, fitted on the training features of **all** classes) scored on the test inputs of
     the *past* tasks (every task but the last).
@@ -496,26 +539,29 @@ def probe_accuracies(Ztr: Tensor, ytr: Tensor, Zte: Tensor, yte: Tensor, tasks: 
     probe = linear_probe(Ztr, ytr, K, weight_decay=weight_decay, max_iter=max_iter)
     logits, yp = probe.logits(Zte[sel]), yte[sel]
     own = tid[None, :] == tid[yp][:, None]
-    return {"probe_all": float((logits.argmax(1) == yp).double().mean()),
-            "probe_within": float((logits.masked_fill(~own, -math.inf).argmax(1) == yp).double().mean())}
+    return {
+        "probe_all": float((logits.argmax(1) == yp).double().mean()),
+        "probe_within": float((logits.masked_fill(~own, -math.inf).argmax(1) == yp).double().mean()),
+    }
 
 
-def forgetting_report(model: nn.Module, data: data_mod.Data, tasks: list[list[int]], *,
-                      weight_decay: float = 1e-3) -> dict:
+def forgetting_report(
+    model: nn.Module, data: data_mod.Data, tasks: list[list[int]], *, weight_decay: float = 1e-3
+) -> dict:
     """:func:`network_accuracies` and :func:`probe_accuracies` (on ``model.features``) of one
     model on the test inputs of the past tasks, plus ``gap`` = ``probe_all`` − ``net_all``
     (the share of forgetting that is *shallow*: separable features, failing classifier)."""
     Xtr, ytr = data.tensors("train")
     Xte, yte = data.tensors("test")
     out = network_accuracies(model, Xte, yte, tasks)
-    out.update(probe_accuracies(extract(model, Xtr), ytr, extract(model, Xte), yte, tasks,
-                                weight_decay=weight_decay))
+    out.update(probe_accuracies(extract(model, Xtr), ytr, extract(model, Xte), yte, tasks, weight_decay=weight_decay))
     out["gap"] = out["probe_all"] - out["net_all"]
     return out
 
 
-def replay_geometry(Z: Tensor, y: Tensor, buffer: ReplayBuffer, current: list[int], *, seed: int = 0,
-                    global_mean: Tensor | None = None) -> pd.DataFrame:
+def replay_geometry(
+    Z: Tensor, y: Tensor, buffer: ReplayBuffer, current: list[int], *, seed: int = 0, global_mean: Tensor | None = None
+) -> pd.DataFrame:
     r"""How the replayed samples of each past class sit in feature space, against controls of
     **equal sample count** n (the buffer size of that class):
 
@@ -572,11 +618,20 @@ def replay_geometry(Z: Tensor, y: Tensor, buffer: ReplayBuffer, current: list[in
             ic = ic[torch.randperm(len(ic), generator=_generator(seed, k, c))[:n]]
             cur_r.append(erank(Z[ic]))
             cur_n.append(norm(Z[ic]))
-        out.append({"class": k, "n": n, "erank_buffer": erank(Z[b]),
-                    "erank_rest": erank(Z[rest_n]) if len(rest_n) == n else math.nan,
-                    "spread_buffer": spread(Z[b]), "spread_rest": spread(Z[rest_n]) if len(rest_n) == n else math.nan,
-                    "erank_current": sum(cur_r) / len(cur_r), "norm_buffer": norm(Z[b]),
-                    "norm_class": norm(Z[y == k]), "norm_current": sum(cur_n) / len(cur_n)})
+        out.append(
+            {
+                "class": k,
+                "n": n,
+                "erank_buffer": erank(Z[b]),
+                "erank_rest": erank(Z[rest_n]) if len(rest_n) == n else math.nan,
+                "spread_buffer": spread(Z[b]),
+                "spread_rest": spread(Z[rest_n]) if len(rest_n) == n else math.nan,
+                "erank_current": sum(cur_r) / len(cur_r),
+                "norm_buffer": norm(Z[b]),
+                "norm_class": norm(Z[y == k]),
+                "norm_current": sum(cur_n) / len(cur_n),
+            }
+        )
     df = pd.DataFrame(out)
     if len(df):
         df["inflation"] = df.norm_buffer / df.norm_class

@@ -12,6 +12,7 @@
 
 Every generator takes a ``seed`` and leaves the global random state untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,17 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import _validate as _v
 
-__all__ = ["Data", "load", "class_subset", "mnist1d", "digits", "gaussian_mixture", "torchvision_set", "DATASETS",
-           "TORCHVISION_SETS"]
+__all__ = [
+    "Data",
+    "load",
+    "class_subset",
+    "mnist1d",
+    "digits",
+    "gaussian_mixture",
+    "torchvision_set",
+    "DATASETS",
+    "TORCHVISION_SETS",
+]
 
 
 __all__ += ["long_tail_counts", "long_tail", "LONG_TAIL_KINDS"]
@@ -61,8 +71,9 @@ class Data:
         xs, ys = zip(*(ds[i] for i in range(len(ds))))
         return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)
 
-    def loader(self, split: str = "train", batch_size: int = 128, *, shuffle: bool = False, seed: int = 0,
-               **kwargs) -> DataLoader:
+    def loader(
+        self, split: str = "train", batch_size: int = 128, *, shuffle: bool = False, seed: int = 0, **kwargs
+    ) -> DataLoader:
         """A DataLoader over a split; shuffling draws from its own generator seeded by ``seed``."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -75,8 +86,10 @@ class Data:
         return torch.bincount(self.tensors(split)[1], minlength=self.num_classes)
 
     def __repr__(self) -> str:
-        return (f"Data({self.name!r}, train={len(self.train)}, test={len(self.test)}, "
-                f"num_classes={self.num_classes}, input_shape={self.input_shape})")
+        return (
+            f"Data({self.name!r}, train={len(self.train)}, test={len(self.test)}, "
+            f"num_classes={self.num_classes}, input_shape={self.input_shape})"
+        )
 
 
 @contextlib.contextmanager
@@ -138,8 +151,14 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0, classes=N
         sel = torch.isin(Y, torch.tensor(keep))
         X, Y = X[sel], _relabel(Y[sel], keep)
     X, Y = X[:n_total].clone(), Y[:n_total].clone()
-    return Data("mnist1d", TensorDataset(X[:n_train], Y[:n_train]), TensorDataset(X[n_train:], Y[n_train:]),
-                len(keep), (40,), {"seed": seed, "classes": keep})
+    return Data(
+        "mnist1d",
+        TensorDataset(X[:n_train], Y[:n_train]),
+        TensorDataset(X[n_train:], Y[n_train:]),
+        len(keep),
+        (40,),
+        {"seed": seed, "classes": keep},
+    )
 
 
 def _check_classes(classes, K: int) -> list[int]:
@@ -188,8 +207,16 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Data:
     return Data("digits", TensorDataset(X[tr], Y[tr]), TensorDataset(X[te], Y[te]), 10, (64,), {"seed": seed})
 
 
-def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100, *, n_test_per_class: int = 100,
-                     separation: float = 3.0, noise: float = 1.0, seed: int = 0) -> Data:
+def gaussian_mixture(
+    num_classes: int = 4,
+    dim: int = 10,
+    n_per_class: int = 100,
+    *,
+    n_test_per_class: int = 100,
+    separation: float = 3.0,
+    noise: float = 1.0,
+    seed: int = 0,
+) -> Data:
     r"""K isotropic Gaussian classes in D dimensions: :math:`x = \mu_y + \sigma\,\varepsilon`,
     with class centres :math:`\mu_k \sim \mathcal N(0, (s^2/D) I)` (so typical centre distances are
     about :math:`s\sqrt2`) drawn once from ``seed``; exactly ``n_per_class`` training samples per class."""
@@ -204,7 +231,7 @@ def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100
         raise ValueError(f"need noise ≥ 0 and separation > 0, got noise={noise}, separation={separation}")
     g = torch.Generator()
     g.manual_seed(seed)
-    centres = torch.randn(num_classes, dim, generator=g) * separation / dim ** 0.5
+    centres = torch.randn(num_classes, dim, generator=g) * separation / dim**0.5
 
     def draw(n):
         y = torch.arange(num_classes).repeat_interleave(n)
@@ -214,8 +241,14 @@ def gaussian_mixture(num_classes: int = 4, dim: int = 10, n_per_class: int = 100
 
     Xtr, Ytr = draw(n_per_class)
     Xte, Yte = draw(n_test_per_class)
-    return Data("gaussian", TensorDataset(Xtr, Ytr), TensorDataset(Xte, Yte), num_classes, (dim,),
-                {"seed": seed, "centres": centres})
+    return Data(
+        "gaussian",
+        TensorDataset(Xtr, Ytr),
+        TensorDataset(Xte, Yte),
+        num_classes,
+        (dim,),
+        {"seed": seed, "centres": centres},
+    )
 
 
 # ----------------------------------------------------------------------------- many classes (transfer)
@@ -227,9 +260,21 @@ def _check_nonneg_float(**values) -> None:
         _v.nonnegative(v, name)
 
 
-def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: int = 50, *, class_offset: int = 0,
-               latent_dim: int = 16, input_dim: int = 64, hidden: int = 64, nuisance_dim: int = 8,
-               within: float = 0.5, nuisance: float = 2.0, noise: float = 0.1, seed: int = 0) -> Data:
+def many_class(
+    num_classes: int = 100,
+    n_per_class: int = 50,
+    n_test_per_class: int = 50,
+    *,
+    class_offset: int = 0,
+    latent_dim: int = 16,
+    input_dim: int = 64,
+    hidden: int = 64,
+    nuisance_dim: int = 8,
+    within: float = 0.5,
+    nuisance: float = 2.0,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> Data:
     r"""A seeded family of unboundedly many classes drawn from one distribution over classes —
     the setting of Galanti, György & Hutter (2022) in which "unseen classes" is meaningful.
 
@@ -255,8 +300,15 @@ def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: 
     disjoint id ranges of one generator (same map, same class distribution). Uses NumPy
     generators of its own; the global random state is untouched.
     """
-    _check_sizes(num_classes=num_classes, n_per_class=n_per_class, n_test_per_class=n_test_per_class,
-                 latent_dim=latent_dim, input_dim=input_dim, hidden=hidden, nuisance_dim=nuisance_dim)
+    _check_sizes(
+        num_classes=num_classes,
+        n_per_class=n_per_class,
+        n_test_per_class=n_test_per_class,
+        latent_dim=latent_dim,
+        input_dim=input_dim,
+        hidden=hidden,
+        nuisance_dim=nuisance_dim,
+    )
     _check_seed(seed)
     if num_classes < 2:
         raise ValueError(f"num_classes must be ≥ 2, got {num_classes}")
@@ -279,9 +331,10 @@ def many_class(num_classes: int = 100, n_per_class: int = 50, n_test_per_class: 
         for j, k in enumerate(ids):
             # one row per sample, filled row by row: the first n rows never depend on a larger n
             r = np.random.default_rng([seed, stream, int(k)]).standard_normal((n, d + m + p))
-            eps, u, eta = r[:, :d], r[:, d:d + m], r[:, d + m:]
-            X[j * n:(j + 1) * n] = (np.tanh((protos[j] + within * eps) @ A1.T + c) @ A2.T
-                                    + nuisance * u @ B.T + noise * eta)
+            eps, u, eta = r[:, :d], r[:, d : d + m], r[:, d + m :]
+            X[j * n : (j + 1) * n] = (
+                np.tanh((protos[j] + within * eps) @ A1.T + c) @ A2.T + nuisance * u @ B.T + noise * eta
+            )
         y = np.repeat(np.arange(num_classes), n)
         return torch.tensor(X, dtype=torch.float32), torch.from_numpy(y)
 
@@ -306,8 +359,15 @@ def default_data_root() -> str:
     return os.environ.get("NCLIB_DATA", os.path.join(os.path.expanduser("~"), ".cache", "nclib", "data"))
 
 
-def torchvision_set(name: str, *, root: str | None = None, download: bool = False,
-                    n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Data:
+def torchvision_set(
+    name: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+) -> Data:
     """CIFAR-10 / MNIST / Fashion-MNIST through ``torchvision.datasets`` (full profile).
 
     Images are converted to tensors and normalised per channel; no augmentation (Papyan et al.
@@ -329,8 +389,9 @@ def torchvision_set(name: str, *, root: str | None = None, download: bool = Fals
         train = cls(root, train=True, transform=tf, download=download)
         test = cls(root, train=False, transform=tf, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise FileNotFoundError(f"{cls_name} not found under {root!r} ({e}); pass download=True "
-                                f"with a network, or use the quick profile") from e
+        raise FileNotFoundError(
+            f"{cls_name} not found under {root!r} ({e}); pass download=True with a network, or use the quick profile"
+        ) from e
     g = torch.Generator()
     g.manual_seed(seed)
     if n_train is not None:
@@ -375,8 +436,9 @@ def load(name: str, **kwargs) -> Data:
 LONG_TAIL_KINDS = ("step", "exp")
 
 
-def long_tail_counts(num_classes: int, n_max: int, ratio: float, kind: str = "step", *,
-                     n_minority: int | None = None) -> list[int]:
+def long_tail_counts(
+    num_classes: int, n_max: int, ratio: float, kind: str = "step", *, n_minority: int | None = None
+) -> list[int]:
     r"""Per-class training counts of a long-tailed profile with imbalance ratio
     :math:`R = n_{\max}/n_{\min}` (class 0 the most frequent).
 
@@ -422,8 +484,16 @@ def _labels_of(ds) -> torch.Tensor:
     return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))], dtype=torch.long)
 
 
-def long_tail(data: Data, kind: str = "step", ratio: float = 10.0, *, n_max: int | None = None,
-              n_minority: int | None = None, order=None, seed: int = 0) -> Data:
+def long_tail(
+    data: Data,
+    kind: str = "step",
+    ratio: float = 10.0,
+    *,
+    n_max: int | None = None,
+    n_minority: int | None = None,
+    order=None,
+    seed: int = 0,
+) -> Data:
     r"""Long-tailed version of ``data``: the training split subsampled to exact per-class counts
     :func:`long_tail_counts` (``kind``, ``ratio`` R = majority : minority count); the test split
     is left untouched (a balanced test set measures per-class accuracy fairly).
@@ -457,20 +527,29 @@ def long_tail(data: Data, kind: str = "step", ratio: float = 10.0, *, n_max: int
         want[c] = counts[r]
     short = [(c, int(avail[c]), int(want[c])) for c in range(K) if avail[c] < want[c]]
     if short:
-        raise ValueError("not enough training samples for the requested counts (class, available, requested): "
-                         f"{short}; lower n_max")
+        raise ValueError(
+            f"not enough training samples for the requested counts (class, available, requested): {short}; lower n_max"
+        )
     g = torch.Generator()
     g.manual_seed(int(seed))
     keep = []
     for c in range(K):
         idx = (y == c).nonzero().flatten()
-        keep.append(idx[torch.randperm(len(idx), generator=g)[:int(want[c])]])
+        keep.append(idx[torch.randperm(len(idx), generator=g)[: int(want[c])]])
     keep = torch.sort(torch.cat(keep)).values
     if isinstance(data.train, TensorDataset):
         train = TensorDataset(*(t[keep] for t in data.train.tensors))
     else:
         train = torch.utils.data.Subset(data.train, keep.tolist())
-    info = {**data.info, "long_tail": {"kind": kind, "ratio": float(ratio), "n_max": int(n_max),
-                                       "counts": want.tolist(), "seed": int(seed),
-                                       "minority": [c for c in range(K) if want[c] < int(n_max)]}}
+    info = {
+        **data.info,
+        "long_tail": {
+            "kind": kind,
+            "ratio": float(ratio),
+            "n_max": int(n_max),
+            "counts": want.tolist(),
+            "seed": int(seed),
+            "minority": [c for c in range(K) if want[c] < int(n_max)],
+        },
+    }
     return Data(data.name, train, data.test, K, data.input_shape, info)

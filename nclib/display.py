@@ -14,12 +14,14 @@ Number formats: ``digits`` significant digits (default 3) with plain decimals be
 range (``2.1e-07``); integers exactly. ``formats`` overrides per column with a format string
 (``"{:.2e}"``, ``"{:.1%}"``) or a callable.
 """
+
 from __future__ import annotations
 
 import html
 import math
 import numbers
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,8 +133,15 @@ class Table:
     ``frame`` is the DataFrame shown (index moved into columns as decided by :func:`table`),
     ``cells`` the formatted strings (same shape)."""
 
-    def __init__(self, header: list[list[str]], cells: list[list[str]], numeric: list[bool], caption: str | None,
-                 row_header: bool, frame: pd.DataFrame):
+    def __init__(
+        self,
+        header: list[list[str]],
+        cells: list[list[str]],
+        numeric: list[bool],
+        caption: str | None,
+        row_header: bool,
+        frame: pd.DataFrame,
+    ):
         self.header, self.cells, self.numeric = header, cells, numeric
         self.caption, self.row_header, self.frame = caption, row_header, frame
 
@@ -161,7 +170,11 @@ class Table:
         widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
         lines = [self.caption] if self.caption else []
         for i, r in enumerate(rows):
-            lines.append("  ".join(c.rjust(w) if (self.numeric[j] and i) else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+            lines.append(
+                "  ".join(
+                    c.rjust(w) if (self.numeric[j] and i) else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))
+                ).rstrip()
+            )
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         return "\n".join(lines)
@@ -172,8 +185,15 @@ def _merge(level: list[str]) -> list[str]:
     return level
 
 
-def table(data, *, digits: int = 3, formats: Mapping[str, str | Callable] | None = None, fmt: str | Callable | None = None,
-          index: bool | None = None, caption: str | None = None) -> Table:
+def table(
+    data,
+    *,
+    digits: int = 3,
+    formats: Mapping[str, str | Callable] | None = None,
+    fmt: str | Callable | None = None,
+    index: bool | None = None,
+    caption: str | None = None,
+) -> Table:
     """The book's table display of ``data`` (DataFrame, Series, dict, list of dicts).
 
     ``digits``: significant digits of floats; ``formats``: ``{column: "{:.2e}" | callable}``;
@@ -186,7 +206,9 @@ def table(data, *, digits: int = 3, formats: Mapping[str, str | Callable] | None
     unknown = [k for k in formats if k not in df.columns and k not in (df.index.names or [])]
     if unknown:
         raise ValueError(f"formats for unknown columns {unknown}; columns are {list(df.columns)}")
-    default_index = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1 and df.index.name is None
+    default_index = (
+        isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1 and df.index.name is None
+    )
     show_index = (not default_index) if index is None else bool(index)
     n_index = df.index.nlevels
     if show_index:
@@ -198,15 +220,19 @@ def table(data, *, digits: int = 3, formats: Mapping[str, str | Callable] | None
             idx.columns = names
         df = pd.concat([idx, df.reset_index(drop=True)], axis=1)
     nlev = df.columns.nlevels
-    header = [[_label(c[lv]) if isinstance(c, tuple) else (_label(c) if lv == nlev - 1 else "") for c in df.columns]
-              for lv in range(nlev)]
+    header = [
+        [_label(c[lv]) if isinstance(c, tuple) else (_label(c) if lv == nlev - 1 else "") for c in df.columns]
+        for lv in range(nlev)
+    ]
     cells, numeric = [], []
     cols = list(df.columns)
     for j, col in enumerate(cols):
         key = col if not isinstance(col, tuple) else col
         values = df.iloc[:, j].tolist()
-        numeric.append(all(_is_number(v) or v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-                       and any(_is_number(v) for v in values))
+        numeric.append(
+            all(_is_number(v) or v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
+            and any(_is_number(v) for v in values)
+        )
         f = formats.get(key, formats.get(col[0] if isinstance(col, tuple) else None)) if formats else None
         if f is None and numeric[-1] and not (show_index and j < n_index):
             f = fmt

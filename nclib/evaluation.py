@@ -16,6 +16,7 @@ Features are **rows** (N×D), labels integers 0..K−1, as everywhere in nclib.
 
 All functions are deterministic (no randomness) and compute in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,19 @@ from torch import Tensor
 
 from . import _validate as _v
 
-__all__ = ["effective_rank", "participation_ratio", "class_ranks", "label_information", "NearestSubspace",
-           "nearest_subspace_accuracy", "linear_probe", "LinearProbe", "nearest_mean_predict", "early_stopped_row",
-           "corrupted_label_fit"]
+__all__ = [
+    "effective_rank",
+    "participation_ratio",
+    "class_ranks",
+    "label_information",
+    "NearestSubspace",
+    "nearest_subspace_accuracy",
+    "linear_probe",
+    "LinearProbe",
+    "nearest_mean_predict",
+    "early_stopped_row",
+    "corrupted_label_fit",
+]
 
 _RANK_MEASURES = ("erank", "pr")
 _CENTERS = ("global", "class", "none")
@@ -119,13 +130,20 @@ def participation_ratio(Z: Tensor, *, center: bool = False) -> float:
     lam_sum, den = torch.trace(G), G.pow(2).sum()
     # all energy at rounding level (e.g. identical rows after centring): no spread at all
     tol = max(Z.shape) * torch.finfo(Z.dtype).eps * scale
-    if den <= 0 or lam_sum <= min(Z.shape) * tol ** 2:
+    if den <= 0 or lam_sum <= min(Z.shape) * tol**2:
         return math.nan
     return float(lam_sum.pow(2) / den)
 
 
-def class_ranks(Z: Tensor, labels: Tensor, num_classes: int | None = None, *, measure: str = "pr",
-                center: str = "global", normalize: bool = False) -> Tensor:
+def class_ranks(
+    Z: Tensor,
+    labels: Tensor,
+    num_classes: int | None = None,
+    *,
+    measure: str = "pr",
+    center: str = "global",
+    normalize: bool = False,
+) -> Tensor:
     r"""Per-class rank of the features: ``measure`` (:func:`participation_ratio` ``"pr"`` or
     :func:`effective_rank` ``"erank"``) of the rows :math:`Z_k` of each class, taken around
 
@@ -216,7 +234,7 @@ class NearestSubspace:
         self.bases: list[Tensor] | None = None
         self.means: Tensor | None = None
 
-    def fit(self, Z: Tensor, labels: Tensor, num_classes: int | None = None) -> "NearestSubspace":
+    def fit(self, Z: Tensor, labels: Tensor, num_classes: int | None = None) -> NearestSubspace:
         Z = _check_features(Z, "Z")
         y, K = _check_labels(labels, Z.shape[0], num_classes, "Z")
         Z = Z.cpu()
@@ -240,8 +258,9 @@ class NearestSubspace:
             raise RuntimeError("NearestSubspace is not fitted: call fit(Z, labels) first")
         Z = _check_features(Z, "Z").cpu()
         if Z.shape[1] != self.means.shape[1]:
-            raise ValueError(f"features have dimension {Z.shape[1]}, "
-                             f"the classifier was fitted on {self.means.shape[1]}")
+            raise ValueError(
+                f"features have dimension {Z.shape[1]}, the classifier was fitted on {self.means.shape[1]}"
+            )
         out = torch.empty(Z.shape[0], len(self.bases), dtype=torch.float64)
         for k, U in enumerate(self.bases):
             X = Z - self.means[k]
@@ -258,8 +277,16 @@ class NearestSubspace:
         return float((pred == y).double().mean())
 
 
-def nearest_subspace_accuracy(train_Z: Tensor, train_y: Tensor, test_Z: Tensor, test_y: Tensor, n_components: int,
-                              *, num_classes: int | None = None, center: bool = True) -> float:
+def nearest_subspace_accuracy(
+    train_Z: Tensor,
+    train_y: Tensor,
+    test_Z: Tensor,
+    test_y: Tensor,
+    n_components: int,
+    *,
+    num_classes: int | None = None,
+    center: bool = True,
+) -> float:
     """Fit :class:`NearestSubspace` on (train_Z, train_y) and return its accuracy on (test_Z, test_y)."""
     return NearestSubspace(n_components, center=center).fit(train_Z, train_y, num_classes).score(test_Z, test_y)
 
@@ -283,8 +310,16 @@ class LinearProbe:
         return float((self.predict(Z) == y).double().mean())
 
 
-def linear_probe(Z: Tensor, labels: Tensor, num_classes: int | None = None, *, weight_decay: float = 1e-4,
-                 standardize: bool = True, max_iter: int = 500, tol: float = 1e-9) -> LinearProbe:
+def linear_probe(
+    Z: Tensor,
+    labels: Tensor,
+    num_classes: int | None = None,
+    *,
+    weight_decay: float = 1e-4,
+    standardize: bool = True,
+    max_iter: int = 500,
+    tol: float = 1e-9,
+) -> LinearProbe:
     r"""Multinomial logistic regression on frozen features (a *linear probe*):
 
     .. math:: \min_{W,b}\ \frac1N\sum_i -\log\operatorname{softmax}(W z_i + b)_{y_i}
@@ -310,8 +345,15 @@ def linear_probe(Z: Tensor, labels: Tensor, num_classes: int | None = None, *, w
     X = (Z - shift) / scale
     W = torch.zeros(K, D, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(K, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-3,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tol * 1e-3,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -324,8 +366,9 @@ def linear_probe(Z: Tensor, labels: Tensor, num_classes: int | None = None, *, w
 
 
 # ----------------------------------------------------------------------------- small helpers
-def nearest_mean_predict(Z: Tensor, labels: Tensor, num_classes: int | None = None,
-                         query: Tensor | None = None) -> Tensor:
+def nearest_mean_predict(
+    Z: Tensor, labels: Tensor, num_classes: int | None = None, query: Tensor | None = None
+) -> Tensor:
     r"""Nearest-class-mean decision: class means :math:`\mu_k` of the rows of ``Z`` grouped by
     ``labels``, then :math:`\arg\min_k \lVert q - \mu_k\rVert` for every row q of ``query``
     (default: Z itself). Classes without samples are never predicted. Used to ask *which label
@@ -360,8 +403,7 @@ def early_stopped_row(history, by: str = "val_error"):
     return history.loc[col.idxmin()]
 
 
-def corrupted_label_fit(Z: Tensor, noisy_labels: Tensor, clean_labels: Tensor,
-                        num_classes: int | None = None) -> dict:
+def corrupted_label_fit(Z: Tensor, noisy_labels: Tensor, clean_labels: Tensor, num_classes: int | None = None) -> dict:
     r"""Where the training samples with a corrupted label sit in feature space.
 
     Class means are computed from ``noisy_labels`` (the labels the network was trained on); for
@@ -379,5 +421,8 @@ def corrupted_label_fit(Z: Tensor, noisy_labels: Tensor, clean_labels: Tensor,
     if n_bad == 0:
         return {"memorized": math.nan, "kept": math.nan, "n_corrupted": 0}
     pred = nearest_mean_predict(Z, noisy, K)[bad]
-    return {"memorized": float((pred == noisy[bad]).double().mean()),
-            "kept": float((pred == clean[bad]).double().mean()), "n_corrupted": n_bad}
+    return {
+        "memorized": float((pred == noisy[bad]).double().mean()),
+        "kept": float((pred == clean[bad]).double().mean()),
+        "n_corrupted": n_bad,
+    }

@@ -12,6 +12,7 @@ hidden ReLU's activations); nothing guesses. ``through="features"`` runs ``model
 (the submodule must be part of the feature map), ``through="forward"`` runs ``model(x)`` (the
 classifier too, so its input can be tapped). Models run in eval mode; the mode is restored.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ class FeatureTap:
     ran). Gradients are not tracked; the model is put in eval mode on entry and restored on exit.
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None, *, where: str | None = None,
-                 through: str = "features"):
+    def __init__(
+        self, model: nn.Module, layer: str | None = None, *, where: str | None = None, through: str = "features"
+    ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if through not in THROUGH:
@@ -51,11 +53,12 @@ class FeatureTap:
         self._hook = None
         self._was = None
 
-    def __enter__(self) -> "FeatureTap":
+    def __enter__(self) -> FeatureTap:
         if self.layer is not None:
             target = dict(self.model.named_modules())[self.layer]
             self._hook = target.register_forward_hook(
-                lambda m, i, o: self._captured.append((i[0] if self.where == "input" else o).detach()))
+                lambda m, i, o: self._captured.append((i[0] if self.where == "input" else o).detach())
+            )
         self._was = self.model.training
         self.model.eval()
         return self
@@ -86,8 +89,16 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def extract(model: nn.Module, X: Tensor, layer: str | None = None, *, where: str | None = None,
-            through: str = "features", pool: str = "mean", batch_size: int = 4096) -> Tensor:
+def extract(
+    model: nn.Module,
+    X: Tensor,
+    layer: str | None = None,
+    *,
+    where: str | None = None,
+    through: str = "features",
+    pool: str = "mean",
+    batch_size: int = 4096,
+) -> Tensor:
     """The features of ``model`` on inputs ``X`` (N×…), batched by ``batch_size``, as float64 on
     the CPU: ``model.features(x)`` (``layer=None``) or the ``where`` of submodule ``layer``
     (:class:`FeatureTap`). A tapped tensor with spatial dimensions (N×C×…) is averaged over them
@@ -104,7 +115,7 @@ def extract(model: nn.Module, X: Tensor, layer: str | None = None, *, where: str
     with FeatureTap(model, layer, where=where, through=through) as tap:
         dev = _device_of(model)
         for s in range(0, len(X), batch_size):
-            h = tap(X[s:s + batch_size].to(dev))
+            h = tap(X[s : s + batch_size].to(dev))
             if layer is not None:
                 h = h.flatten(2).mean(2) if (h.ndim > 2 and pool == "mean") else h.flatten(1)
             out.append(h.double().cpu())

@@ -10,6 +10,7 @@ r"""Does collapse generalise? Run-level measurements of test collapse and of mar
   (``fit(cfg, keep_states=...)``), as in Banburski et al. (2021).
 * :func:`rank_correlation` — Spearman's rank correlation, the monotonicity test of the checks.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,13 +21,24 @@ import pandas as pd
 import torch
 
 from . import geometry, metrics
-from .profiles import check_profile, default_device
 from .features import extract
+from .profiles import check_profile, default_device
 from .stats import spearman
 from .train import Run, TrainConfig, log_epochs, stays_zero_from  # noqa: F401  (re-exported)
 
-__all__ = ["SIZES", "STEPS", "budget_epochs", "size_sweep_config", "margin_epochs", "train_test_collapse",
-           "margin_trajectory", "margin_summary", "rank_correlation", "stays_zero_from", "run_features"]
+__all__ = [
+    "SIZES",
+    "STEPS",
+    "budget_epochs",
+    "size_sweep_config",
+    "margin_epochs",
+    "train_test_collapse",
+    "margin_trajectory",
+    "margin_summary",
+    "rank_correlation",
+    "stays_zero_from",
+    "run_features",
+]
 
 #: training-set sizes of the size sweep (each profile spans 16×)
 SIZES = {"quick": (250, 500, 1000, 2000, 4000), "full": (3125, 6250, 12500, 25000, 50000)}
@@ -65,16 +77,34 @@ def size_sweep_config(profile: str, n_train: int, *, seed: int = 0, steps: int |
         if not isinstance(n_train, int) or not 10 <= n_train <= _POOL - 500:
             raise ValueError(f"quick profile: n_train must be an int in 10..{_POOL - 500}, got {n_train!r}")
         epochs = budget_epochs(n_train, 128, steps)
-        return TrainConfig(data="mnist1d", data_kwargs={"n_train": n_train, "n_test": _POOL - n_train, "seed": seed},
-                           model="mlp", model_kwargs={"width": 128, "depth": 3, "batchnorm": True},
-                           lr=0.05, weight_decay=5e-3, schedule="cosine", epochs=epochs, batch_size=128,
-                           n_logs=15, seed=seed)
+        return TrainConfig(
+            data="mnist1d",
+            data_kwargs={"n_train": n_train, "n_test": _POOL - n_train, "seed": seed},
+            model="mlp",
+            model_kwargs={"width": 128, "depth": 3, "batchnorm": True},
+            lr=0.05,
+            weight_decay=5e-3,
+            schedule="cosine",
+            epochs=epochs,
+            batch_size=128,
+            n_logs=15,
+            seed=seed,
+        )
     if not isinstance(n_train, int) or not 10 <= n_train <= 50000:
         raise ValueError(f"full profile: n_train must be an int in 10..50000, got {n_train!r}")
     epochs = budget_epochs(n_train, 128, steps)
-    return TrainConfig(data="cifar10", data_kwargs={"download": True, "n_train": n_train, "seed": seed},
-                       model="resnet18", lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=epochs,
-                       batch_size=128, n_logs=15, seed=seed)
+    return TrainConfig(
+        data="cifar10",
+        data_kwargs={"download": True, "n_train": n_train, "seed": seed},
+        model="resnet18",
+        lr=0.05,
+        weight_decay=5e-4,
+        schedule="cosine",
+        epochs=epochs,
+        batch_size=128,
+        n_logs=15,
+        seed=seed,
+    )
 
 
 def margin_epochs(cfg: TrainConfig, n: int = 24) -> list[int]:
@@ -151,8 +181,10 @@ def train_test_collapse(run: Run, *, device=None) -> dict:
     if b is not None:
         logits_tr, logits_te = logits_tr + b, logits_te + b
     return {
-        "n_train": len(ytr), "n_test": len(yte),
-        "train_cdnv": metrics.cdnv(st_tr), "test_cdnv": metrics.cdnv(st_te),
+        "n_train": len(ytr),
+        "n_test": len(yte),
+        "train_cdnv": metrics.cdnv(st_tr),
+        "test_cdnv": metrics.cdnv(st_te),
         "test_cdnv_train_means": float(((v[i] + v[j]) / (2 * d2[i, j])).mean()),
         "train_accuracy": float((logits_tr.argmax(1) == ytr).double().mean()),
         "test_accuracy": float((logits_te.argmax(1) == yte).double().mean()),
@@ -190,11 +222,19 @@ def margin_summary(trajectory: dict, num_classes: int) -> pd.DataFrame:
     for e, q in sorted(trajectory.items()):
         q = torch.as_tensor(q, dtype=torch.float64)
         mean = float(q.mean())
-        rows.append({"epoch": int(e), "min": float(q.min()), "q05": float(torch.quantile(q, 0.05)),
-                     "median": float(q.median()), "mean": mean,
-                     "cov": float(q.std() / mean) if mean > 0 else math.nan,
-                     "min_vs_etf": float(q.min()) / ref, "median_vs_etf": float(q.median()) / ref,
-                     "negative": float((q < 0).double().mean())})
+        rows.append(
+            {
+                "epoch": int(e),
+                "min": float(q.min()),
+                "q05": float(torch.quantile(q, 0.05)),
+                "median": float(q.median()),
+                "mean": mean,
+                "cov": float(q.std() / mean) if mean > 0 else math.nan,
+                "min_vs_etf": float(q.min()) / ref,
+                "median_vs_etf": float(q.median()) / ref,
+                "negative": float((q < 0).double().mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -5,6 +5,7 @@ A simplex ETF of K vectors is, up to rotation and scale, the rows of
 :math:`-1/(K-1)`, summing to zero. It spans K−1 dimensions, so it exists in
 :math:`\mathbb R^D` exactly when K ≤ D+1 (Papyan et al. 2020, Definition 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,19 @@ from torch import Tensor
 from . import _rng
 from . import _validate as _v
 
-__all__ = ["simplex_etf", "etf_coordinates", "nearest_etf", "distance_to_nearest_etf", "random_orthonormal",
-           "margins", "margin_scale", "normalized_margins", "etf_margin", "classifier_cosine", "max_margin_classifier"]
+__all__ = [
+    "simplex_etf",
+    "etf_coordinates",
+    "nearest_etf",
+    "distance_to_nearest_etf",
+    "random_orthonormal",
+    "margins",
+    "margin_scale",
+    "normalized_margins",
+    "etf_margin",
+    "classifier_cosine",
+    "max_margin_classifier",
+]
 
 
 def _check_kd(K, D) -> None:
@@ -127,7 +139,9 @@ def _check_margin_inputs(W, H, labels, b) -> tuple[Tensor, Tensor, Tensor, Tenso
     if H.shape[0] == 0:
         raise ValueError("H has no rows")
     if labels.ndim != 1 or labels.shape[0] != H.shape[0]:
-        raise ValueError(f"labels must be 1-D with one label per row of H: got {tuple(labels.shape)} for {H.shape[0]} rows")
+        raise ValueError(
+            f"labels must be 1-D with one label per row of H: got {tuple(labels.shape)} for {H.shape[0]} rows"
+        )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
     if int(labels.min()) < 0 or int(labels.max()) >= K:
@@ -184,8 +198,7 @@ def margin_scale(W: Tensor, H: Tensor, *, center: bool = True) -> float:
     return s
 
 
-def normalized_margins(W: Tensor, H: Tensor, labels: Tensor, b: Tensor | None = None, *,
-                       center: bool = True) -> Tensor:
+def normalized_margins(W: Tensor, H: Tensor, labels: Tensor, b: Tensor | None = None, *, center: bool = True) -> Tensor:
     r"""Scale-free multiclass margins: :func:`margins` divided by :func:`margin_scale`,
 
     .. math:: \bar q_i = \frac{q_i}{\lVert W-\mathbf 1\bar w^\top\rVert_F\,\max_j\lVert h_j-\mu_G\rVert}.
@@ -240,8 +253,16 @@ def classifier_cosine(A: Tensor, B: Tensor, *, center: bool = True) -> float:
     return float((A * B).sum() / (na * nb))
 
 
-def max_margin_classifier(H: Tensor, labels: Tensor, *, C: float = 100.0, center: bool = True,
-                          max_iter: int = 20000, tol: float = 1e-6, seed: int = 0) -> tuple[Tensor, Tensor]:
+def max_margin_classifier(
+    H: Tensor,
+    labels: Tensor,
+    *,
+    C: float = 100.0,
+    center: bool = True,
+    max_iter: int = 20000,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     r"""The multiclass max-margin linear classifier of fixed features (Crammer & Singer 2001):
 
     .. math:: \min_{W,\xi}\ \tfrac12\lVert W\rVert_F^2 + C\sum_i\xi_i\quad\text{s.t.}\quad

@@ -22,6 +22,7 @@ labels :math:`y_i`, class counts :math:`n_k`, priors :math:`\pi_k = n_k/N`, clas
 * **Simulation** — :func:`imbalanced_ufm`: the unconstrained-features model with imbalanced
   classes, reduced exactly to one free feature per class, solved by L-BFGS.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,21 @@ import torch
 from torch import Tensor, nn
 
 from . import _validate as _v
-from .losses import (LOSSES, LossSpec, _counts, _labels, _real, _tensor, class_balanced_loss,  # noqa: F401
-                     class_balanced_weights, class_priors, cosine_alignment_loss, dot_regression_loss,
-                     logit_adjusted_loss, register_loss)
+from .losses import (  # noqa: F401
+    LOSSES,
+    LossSpec,
+    _counts,
+    _labels,
+    _real,
+    _tensor,
+    class_balanced_loss,
+    class_balanced_weights,
+    class_priors,
+    cosine_alignment_loss,
+    dot_regression_loss,
+    logit_adjusted_loss,
+    register_loss,
+)
 from .models import MultiCenterClassifier  # noqa: F401  (re-exported: it lived here)
 
 __all__ = [
@@ -171,7 +184,7 @@ def long_tail_summary(model: nn.Module, data, minority, *, batch_size: int = 409
     def run(X):
         hs, zs = [], []
         for s in range(0, len(X), batch_size):
-            h = model.features(X[s:s + batch_size].to(dev))
+            h = model.features(X[s : s + batch_size].to(dev))
             hs.append(h.double().cpu())
             zs.append(model.classifier(h).double().cpu())
         return torch.cat(hs), torch.cat(zs)
@@ -189,12 +202,15 @@ def long_tail_summary(model: nn.Module, data, minority, *, batch_size: int = 409
     stats = FeatureStats(K, htr.shape[1], scatter=False).update(htr, ytr)
     nc1k = per_class_nc1(htr, ytr, K, global_mean="classes")
     return {
-        "acc_majority": float(acc[majority].mean()), "acc_minority": float(acc[minority].mean()),
+        "acc_majority": float(acc[majority].mean()),
+        "acc_minority": float(acc[minority].mean()),
         "acc_balanced": float(acc.mean()),
         "cos_W_minority": mean_pairwise_cosine(W, minority),
         "cos_means_minority": mean_pairwise_cosine(stats.centered_means("classes"), minority),
-        "nc1": float(m["nc1"]), "nc1_majority": float(nc1k[majority].mean()),
-        "nc1_minority": float(nc1k[minority].mean()), "self_duality": float(m["self_duality"]),
+        "nc1": float(m["nc1"]),
+        "nc1_majority": float(nc1k[majority].mean()),
+        "nc1_minority": float(nc1k[minority].mean()),
+        "self_duality": float(m["self_duality"]),
         "train_error": float((ztr.argmax(1) != ytr).double().mean()),
         "train_acc_minority": float(per_class_accuracy(ztr, ytr, K)[minority].mean()),
     }
@@ -238,9 +254,18 @@ class UFMImbalanced:
         return mean_pairwise_cosine(self.W, minority)
 
 
-def imbalanced_ufm(counts, *, lam: float = 5e-3, lam_H: float | None = None, lam_W: float | None = None,
-                   dim: int | None = None, seed: int = 0, init: UFMImbalanced | None = None,
-                   max_iter: int = 5000, gtol: float = 1e-10) -> UFMImbalanced:
+def imbalanced_ufm(
+    counts,
+    *,
+    lam: float = 5e-3,
+    lam_H: float | None = None,
+    lam_W: float | None = None,
+    dim: int | None = None,
+    seed: int = 0,
+    init: UFMImbalanced | None = None,
+    max_iter: int = 5000,
+    gtol: float = 1e-10,
+) -> UFMImbalanced:
     r"""The unconstrained-features model with imbalanced classes (the layer-peeled model of Fang
     et al. 2021 with penalties instead of constraints), solved to high accuracy.
 
@@ -279,24 +304,30 @@ def imbalanced_ufm(counts, *, lam: float = 5e-3, lam_H: float | None = None, lam
     eye = np.eye(K)
 
     def f(x):
-        H, W = x[:K * D].reshape(K, D), x[K * D:].reshape(K, D)
+        H, W = x[: K * D].reshape(K, D), x[K * D :].reshape(K, D)
         Z = H @ W.T
         zm = Z.max(1, keepdims=True)
         E = np.exp(Z - zm)
         s = E.sum(1, keepdims=True)
         ce = (np.log(s) + zm)[:, 0] - np.diag(Z)
-        val = (p * (ce + 0.5 * lam_H * (H ** 2).sum(1))).sum() + 0.5 * lam_W * (W ** 2).sum()
+        val = (p * (ce + 0.5 * lam_H * (H**2).sum(1))).sum() + 0.5 * lam_W * (W**2).sum()
         dZ = p[:, None] * (E / s - eye)
         gH = dZ @ W + lam_H * p[:, None] * H
         gW = dZ.T @ H + lam_W * W
         return val, np.concatenate([gH.ravel(), gW.ravel()])
 
-    r = minimize(f, x0, jac=True, method="L-BFGS-B",
-                 options=dict(maxiter=int(max_iter), maxcor=30, gtol=gtol, ftol=1e-15))
-    H, W = r.x[:K * D].reshape(K, D), r.x[K * D:].reshape(K, D)
-    return UFMImbalanced(torch.from_numpy(H.copy()), torch.from_numpy(W.copy()), torch.from_numpy(p), float(r.fun),
-                         int(r.nit), float(np.linalg.norm(r.jac)))
-
+    r = minimize(
+        f, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=int(max_iter), maxcor=30, gtol=gtol, ftol=1e-15)
+    )
+    H, W = r.x[: K * D].reshape(K, D), r.x[K * D :].reshape(K, D)
+    return UFMImbalanced(
+        torch.from_numpy(H.copy()),
+        torch.from_numpy(W.copy()),
+        torch.from_numpy(p),
+        float(r.fun),
+        int(r.nit),
+        float(np.linalg.norm(r.jac)),
+    )
 
 
 # ----------------------------------------------------------------------------- chapter 6 recipes
@@ -324,8 +355,16 @@ def _even_batch_size(n: int, target: int) -> int:
     return b
 
 
-def long_tail_recipe(method: str, ratio: float, profile: str = "quick", *, seed: int = 0, n_minority: int = 5,
-                     f_max: int = 8, **overrides):
+def long_tail_recipe(
+    method: str,
+    ratio: float,
+    profile: str = "quick",
+    *,
+    seed: int = 0,
+    n_minority: int = 5,
+    f_max: int = 8,
+    **overrides,
+):
     r"""The chapter-6 training configuration for one ``method`` (a key of :data:`METHODS`) at
     imbalance ratio ``ratio`` (step imbalance: the first K − ``n_minority`` classes keep
     :math:`n_{\max}` samples, the rest :math:`\lfloor n_{\max}/R\rfloor`).
@@ -349,27 +388,54 @@ def long_tail_recipe(method: str, ratio: float, profile: str = "quick", *, seed:
     K = 10
     if profile == "quick":
         n_max = 400
-        cfg = TrainConfig(data="mnist1d", data_kwargs={"n_train": 4500, "n_test": 1500, "seed": 0},
-                          model="mlp", model_kwargs={"width": 128, "depth": 3, "batchnorm": True, "projection": 64},
-                          lr=0.1, momentum=0.9, weight_decay=5e-3, schedule="cosine", epochs=30, batch_size=256,
-                          n_logs=2, measure_test=False, seed=seed)
+        cfg = TrainConfig(
+            data="mnist1d",
+            data_kwargs={"n_train": 4500, "n_test": 1500, "seed": 0},
+            model="mlp",
+            model_kwargs={"width": 128, "depth": 3, "batchnorm": True, "projection": 64},
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-3,
+            schedule="cosine",
+            epochs=30,
+            batch_size=256,
+            n_logs=2,
+            measure_test=False,
+            seed=seed,
+        )
     else:
         n_max = 5000
-        cfg = TrainConfig(data="cifar10", data_kwargs={"download": True}, model="resnet18",
-                          model_kwargs={"projection": 128}, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                          schedule="cosine", epochs=200, batch_size=128, n_logs=10, measure_test=False, seed=seed)
+        cfg = TrainConfig(
+            data="cifar10",
+            data_kwargs={"download": True},
+            model="resnet18",
+            model_kwargs={"projection": 128},
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-4,
+            schedule="cosine",
+            epochs=200,
+            batch_size=128,
+            n_logs=10,
+            measure_test=False,
+            seed=seed,
+        )
     counts = long_tail_counts(K, n_max, ratio, "step", n_minority=n_minority)
     lt = {"kind": "step", "ratio": float(ratio), "n_max": n_max, "n_minority": n_minority, "seed": seed}
     mk = dict(cfg.model_kwargs)
-    changes = {"data_kwargs": {**cfg.data_kwargs, "long_tail": lt},
-               "batch_size": _even_batch_size(sum(counts), cfg.batch_size)}
+    changes = {
+        "data_kwargs": {**cfg.data_kwargs, "long_tail": lt},
+        "batch_size": _even_batch_size(sum(counts), cfg.batch_size),
+    }
     if method == "etf":
         changes["model_kwargs"] = {**mk, "head": "etf"}
     elif method == "etf_dr":
         changes.update(model_kwargs={**mk, "head": "etf", "normalize": True}, loss="dot_regression")
     elif method == "multicenter":
-        changes.update(model_kwargs={**mk, "head": "multicenter", "centers": centers_per_class(counts, f_max)},
-                       loss="multicenter_cosine")
+        changes.update(
+            model_kwargs={**mk, "head": "multicenter", "centers": centers_per_class(counts, f_max)},
+            loss="multicenter_cosine",
+        )
     elif method == "logit_adjusted":
         changes.update(loss="logit_adjusted", loss_kwargs={"counts": counts})
     elif method == "class_balanced":

@@ -42,15 +42,15 @@ unit-norm rows (u ≈ 1.1e-16 in float64): ~1e-13 at ε² = 0.5, ~1e-5 for d = 5
 absurdly small ε (:math:`c\lVert G\rVert` beyond ~1e15) the identity is lost to rounding and the
 value degrades, but stays finite.
 """
+
 from __future__ import annotations
 
 import math
-import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -170,12 +170,11 @@ def coding_rate(Z: Tensor, eps: float, *, route: str = "auto") -> Tensor:
     route = _pick_route(route, n, d)
     Zw = Z.to(_work_dtype(Z))
     G = Zw @ Zw.mT if route == "nn" else Zw.mT @ Zw
-    c = d / (n * eps ** 2)
+    c = d / (n * eps**2)
     return (0.5 * _logdet_i_plus_cg(G, c)).to(_out_dtype(Z))
 
 
-def coding_rate_per_class(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *,
-                          route: str = "auto") -> Tensor:
+def coding_rate_per_class(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *, route: str = "auto") -> Tensor:
     r"""Coding rate of the rows of ``Z`` given the partition by ``labels`` (Yu et al. 2020):
 
     .. math:: R_c(Z, \Pi, \varepsilon) = \sum_{j=0}^{K-1} \frac{n_j}{2n}
@@ -209,7 +208,7 @@ def coding_rate_per_class(Z: Tensor, labels: Tensor, eps: float, num_classes: in
     route = _pick_route(route, m, d)
     G = P @ P.mT if route == "nn" else P.mT @ P
     nj = counts.to(Zw.dtype)
-    logdets = _logdet_i_plus_cg(G, d / (nj * eps ** 2))
+    logdets = _logdet_i_plus_cg(G, d / (nj * eps**2))
     return (nj / (2 * n) * logdets).sum().to(_out_dtype(Z))
 
 
@@ -221,8 +220,7 @@ class RateReduction(NamedTuple):
     r_c: Tensor
 
 
-def rate_reduction(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *,
-                   route: str = "auto") -> RateReduction:
+def rate_reduction(Z: Tensor, labels: Tensor, eps: float, num_classes: int, *, route: str = "auto") -> RateReduction:
     r"""Rate reduction (Yu et al. 2020; ``chan2021``; ``chan2022redunet``):
 
     .. math:: \Delta R(Z, \Pi, \varepsilon) = R(Z, \varepsilon) - R_c(Z, \Pi, \varepsilon),
@@ -257,8 +255,16 @@ class MCR2Loss(nn.Module):
     returns ``(loss, RateReduction)`` so that R and R_c can be logged without recomputing.
     """
 
-    def __init__(self, num_classes: int, *, eps: float = math.sqrt(0.5), gamma1: float = 1.0,
-                 gamma2: float = 1.0, normalize: bool = True, route: str = "auto"):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        eps: float = math.sqrt(0.5),
+        gamma1: float = 1.0,
+        gamma2: float = 1.0,
+        normalize: bool = True,
+        route: str = "auto",
+    ):
         super().__init__()
         self.num_classes = _check_num_classes(num_classes)
         self.eps = _check_positive(eps, "eps")
@@ -279,8 +285,10 @@ class MCR2Loss(nn.Module):
         return (loss, rr) if return_parts else loss
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, eps={self.eps:.4g}, gamma1={self.gamma1:g}, "
-                f"gamma2={self.gamma2:g}, normalize={self.normalize}")
+        return (
+            f"num_classes={self.num_classes}, eps={self.eps:.4g}, gamma1={self.gamma1:g}, "
+            f"gamma2={self.gamma2:g}, normalize={self.normalize}"
+        )
 
 
 # ----------------------------------------------------------------------------- MSE
@@ -300,8 +308,9 @@ def mse_onehot_loss(logits: Tensor, labels: Tensor, num_classes: int, scale: flo
     logits = _require_tensor(logits, "logits")
     num_classes = _check_num_classes(num_classes, minimum=2)
     if logits.ndim != 2 or logits.shape[1] != num_classes:
-        raise ValueError(f"logits must be 2-D (N×K) with K = num_classes = {num_classes}, "
-                         f"got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must be 2-D (N×K) with K = num_classes = {num_classes}, got shape {tuple(logits.shape)}"
+        )
     if not logits.dtype.is_floating_point:
         raise TypeError(f"logits must be floating point, got {logits.dtype}")
     if logits.shape[0] < 1:
@@ -379,7 +388,7 @@ def class_balanced_weights(counts, *, beta: float | None = None) -> Tensor:
         beta = _real(beta, "beta", 0.0)
         if beta >= 1:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
-        w = (1.0 - beta) / (1.0 - beta ** c)
+        w = (1.0 - beta) / (1.0 - beta**c)
     return w * c.numel() / w.sum()
 
 
@@ -438,31 +447,44 @@ class LossSpec:
 
 
 def _ce_align(logits, labels, K, *, features, classifier, alpha: float = 1.0, counts=None, tau: float = 1.0):
-    base = (F.cross_entropy(logits, labels) if counts is None
-            else logit_adjusted_loss(logits, labels, counts, tau=tau))
+    base = F.cross_entropy(logits, labels) if counts is None else logit_adjusted_loss(logits, labels, counts, tau=tau)
     return base + _real(alpha, "alpha", 0.0) * cosine_alignment_loss(features, labels, classifier.weight)
 
 
 def _head_targets(classifier) -> Tensor:
     t = getattr(classifier, "targets", None)
     if t is None:
-        raise TypeError("the 'multicenter_cosine' loss needs a MultiCenterClassifier head "
-                        "(model_kwargs={'head': 'multicenter', ...})")
+        raise TypeError(
+            "the 'multicenter_cosine' loss needs a MultiCenterClassifier head "
+            "(model_kwargs={'head': 'multicenter', ...})"
+        )
     return t
 
 
 LOSSES: dict[str, LossSpec] = {
-    "logit_adjusted": LossSpec(lambda z, y, K, counts, tau=1.0, **_: logit_adjusted_loss(z, y, counts, tau=tau),
-                               doc="cross-entropy on logits + τ log π (Menon et al. 2021); kwargs counts, tau"),
-    "class_balanced": LossSpec(lambda z, y, K, counts, beta=None, **_: class_balanced_loss(z, y, counts, beta=beta),
-                               doc="re-weighted cross-entropy; kwargs counts, beta"),
-    "dot_regression": LossSpec(lambda z, y, K, *, features, classifier, **_: dot_regression_loss(
-        features, y, classifier.weight), needs_features=True, doc="½(cos(h, w_y) − 1)² (Yang et al. 2022)"),
-    "multicenter_cosine": LossSpec(lambda z, y, K, *, features, classifier, **_: cosine_alignment_loss(
-        features, y, _head_targets(classifier)), needs_features=True,
-        doc="1 − cos(h, mean of the class's centres) for a MultiCenterClassifier head"),
-    "ce_align": LossSpec(_ce_align, needs_features=True,
-                         doc="cross-entropy (logit-adjusted when counts are given) + α(1 − cos(h, w_y)); kwargs alpha, counts, tau"),
+    "logit_adjusted": LossSpec(
+        lambda z, y, K, counts, tau=1.0, **_: logit_adjusted_loss(z, y, counts, tau=tau),
+        doc="cross-entropy on logits + τ log π (Menon et al. 2021); kwargs counts, tau",
+    ),
+    "class_balanced": LossSpec(
+        lambda z, y, K, counts, beta=None, **_: class_balanced_loss(z, y, counts, beta=beta),
+        doc="re-weighted cross-entropy; kwargs counts, beta",
+    ),
+    "dot_regression": LossSpec(
+        lambda z, y, K, *, features, classifier, **_: dot_regression_loss(features, y, classifier.weight),
+        needs_features=True,
+        doc="½(cos(h, w_y) − 1)² (Yang et al. 2022)",
+    ),
+    "multicenter_cosine": LossSpec(
+        lambda z, y, K, *, features, classifier, **_: cosine_alignment_loss(features, y, _head_targets(classifier)),
+        needs_features=True,
+        doc="1 − cos(h, mean of the class's centres) for a MultiCenterClassifier head",
+    ),
+    "ce_align": LossSpec(
+        _ce_align,
+        needs_features=True,
+        doc="cross-entropy (logit-adjusted when counts are given) + α(1 − cos(h, w_y)); kwargs alpha, counts, tau",
+    ),
 }
 
 

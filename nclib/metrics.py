@@ -24,12 +24,13 @@ The accumulator :class:`FeatureStats` never stores the N×D feature matrix: it k
 counts, means, sums of squared deviations and (optionally) the pooled within-class scatter in
 float64, merged exactly with the pairwise formula of Chan, Golub & LeVeque (1979).
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -90,8 +91,7 @@ def _check_batch(features, labels, num_classes: int, dim: int, *, finite: bool =
         raise TypeError(f"features must be floating point, got {features.dtype}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
-            f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], "
-            f"expected 0..{num_classes - 1}"
+            f"labels out of range: found [{int(labels.min())}, {int(labels.max())}], expected 0..{num_classes - 1}"
         )
     if finite and not torch.isfinite(features).all():
         raise ValueError("features contain NaN or inf")
@@ -175,7 +175,7 @@ class FeatureStats:
         self.reset()
 
     # -- state -------------------------------------------------------------------------
-    def reset(self) -> "FeatureStats":
+    def reset(self) -> FeatureStats:
         K, D, dev = self.num_classes, self.dim, self.device
         self.counts = torch.zeros(K, dtype=torch.float64, device=dev)
         self.means = torch.zeros(K, D, dtype=torch.float64, device=dev)
@@ -183,7 +183,7 @@ class FeatureStats:
         self.scatter = torch.zeros(D, D, dtype=torch.float64, device=dev) if self.track_scatter else None
         return self
 
-    def to(self, device) -> "FeatureStats":
+    def to(self, device) -> FeatureStats:
         self.device = torch.device(device)
         for name in ("counts", "means", "sq_dev", "scatter"):
             t = getattr(self, name)
@@ -200,9 +200,9 @@ class FeatureStats:
         na, nb = self.counts, counts
         n = na + nb
         safe = torch.where(n > 0, n, torch.ones_like(n))
-        delta = means - self.means                      # (K, D)
-        wb = nb / safe                                  # weight of the new part in the mean
-        cross = na * nb / safe                          # n_a n_b / n
+        delta = means - self.means  # (K, D)
+        wb = nb / safe  # weight of the new part in the mean
+        cross = na * nb / safe  # n_a n_b / n
         self.means = self.means + delta * wb[:, None]
         self.sq_dev = self.sq_dev + sq_dev + cross * (delta * delta).sum(1)
         if self.track_scatter:
@@ -211,7 +211,7 @@ class FeatureStats:
         self.counts = n
 
     @torch.no_grad()
-    def update(self, features: Tensor, labels: Tensor) -> "FeatureStats":
+    def update(self, features: Tensor, labels: Tensor) -> FeatureStats:
         """Add a batch of features (N×D, any float dtype) with integer labels (N)."""
         features, labels = _check_batch(features, labels, self.num_classes, self.dim)
         x = features.detach().to(device=self.device, dtype=torch.float64)
@@ -226,7 +226,7 @@ class FeatureStats:
         self._merge_state(counts, means, sq_dev, scatter)
         return self
 
-    def merge(self, other: "FeatureStats") -> "FeatureStats":
+    def merge(self, other: FeatureStats) -> FeatureStats:
         """Merge another accumulator's state into this one (exact; ``other`` is unchanged)."""
         if not isinstance(other, FeatureStats):
             raise TypeError(f"can only merge a FeatureStats, got {type(other).__name__}")
@@ -239,12 +239,14 @@ class FeatureStats:
             raise ValueError("cannot merge statistics without scatter into statistics with scatter")
         dev = self.device
         self._merge_state(
-            other.counts.to(dev), other.means.to(dev), other.sq_dev.to(dev),
+            other.counts.to(dev),
+            other.means.to(dev),
+            other.sq_dev.to(dev),
             other.scatter.to(dev) if self.track_scatter else None,
         )
         return self
 
-    def sync(self, group=None) -> "FeatureStats":
+    def sync(self, group=None) -> FeatureStats:
         r"""All-reduce the state across ``torch.distributed`` ranks (no-op when not initialised).
 
         Two all-reduce rounds, both exact: (1) counts and class sums give the global class means
@@ -272,8 +274,13 @@ class FeatureStats:
         return self
 
     def state_dict(self) -> dict:
-        out = {"num_classes": self.num_classes, "dim": self.dim, "counts": self.counts,
-               "means": self.means, "sq_dev": self.sq_dev}
+        out = {
+            "num_classes": self.num_classes,
+            "dim": self.dim,
+            "counts": self.counts,
+            "means": self.means,
+            "sq_dev": self.sq_dev,
+        }
         if self.track_scatter:
             out["scatter"] = self.scatter
         return out
@@ -324,8 +331,10 @@ class FeatureStats:
         return collapse_metrics(self, W=W, b=b, **conventions)
 
     def __repr__(self) -> str:
-        return (f"FeatureStats(num_classes={self.num_classes}, dim={self.dim}, n={self.n}, "
-                f"scatter={self.track_scatter}, device={self.device})")
+        return (
+            f"FeatureStats(num_classes={self.num_classes}, dim={self.dim}, n={self.n}, "
+            f"scatter={self.track_scatter}, device={self.device})"
+        )
 
 
 def _as_stats(stats) -> FeatureStats:
@@ -350,7 +359,7 @@ def _pinv_psd(S: Tensor, rtol: float = PINV_RTOL) -> Tensor:
 # is larger than the K×D means and the D×D scatter, so it is formed in row blocks of at most
 # K·D + D² entries (peak memory O(K·D + min(K, D)²)); when K ≤ D one block is the whole matrix and
 # the code is the direct one.
-_PAIR_TAU_PER_DIM = 1.1e-3   # Gram-route distances are recomputed from differences below this ratio × D
+_PAIR_TAU_PER_DIM = 1.1e-3  # Gram-route distances are recomputed from differences below this ratio × D
 
 
 def _pair_rows(K: int, D: int) -> int:
@@ -396,14 +405,13 @@ def _sq_dists_block(X: Tensor, Xc: Tensor, n2: Tensor, s: int, e: int) -> Tensor
         ii, jj = near.nonzero(as_tuple=True)
         step = max(1, X.shape[0])  # at most K difference rows (K·D entries) at a time
         for a in range(0, ii.numel(), step):
-            i, j = ii[a:a + step], jj[a:a + step]
+            i, j = ii[a : a + step], jj[a : a + step]
             d2[i, j] = (X[i + s] - X[j]).square().sum(1)
     return d2
 
 
 # ----------------------------------------------------------------------------- NC1
-def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto",
-        rtol: float = PINV_RTOL) -> float:
+def nc1(stats: FeatureStats, *, global_mean: str = "samples", route: str = "auto", rtol: float = PINV_RTOL) -> float:
     r"""NC1, within-class variability collapse (Papyan et al. 2020, Fig. 6):
 
     .. math:: \mathrm{NC1} = \tfrac1K \operatorname{Tr}\big(\Sigma_W \Sigma_B^{+}\big)
@@ -484,8 +492,9 @@ def equinorm(x, *, global_mean: str = "samples", unbiased: bool = True) -> float
     V = _means_arg(x, global_mean)
     norms = V.norm(dim=1)
     if float(norms.max()) == 0.0:
-        raise ValueError("x: identical means — every centred class mean is the zero vector, so equal norms "
-                         "are undefined")
+        raise ValueError(
+            "x: identical means — every centred class mean is the zero vector, so equal norms are undefined"
+        )
     return float(_std(norms, unbiased) / norms.mean())
 
 
@@ -576,8 +585,7 @@ def self_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples"
     Mc = stats.centered_means(global_mean)
     W = W.to(Mc)
     if float(Mc.norm()) == 0.0 or float(W.norm()) == 0.0:
-        raise ValueError("stats/W: identical means (or W = 0) — the normalised self-duality distance is "
-                         "undefined")
+        raise ValueError("stats/W: identical means (or W = 0) — the normalised self-duality distance is undefined")
     return float((W / W.norm() - Mc / Mc.norm()).pow(2).sum())
 
 
@@ -614,8 +622,9 @@ def ncc_mismatch(features: Tensor, W: Tensor, means: Tensor, b: Tensor | None = 
     means = _check_means(means)
     K, D = means.shape
     if features.ndim != 2 or features.shape[1] != D:
-        raise ValueError(f"features must be N×{D} (the D = {D} columns of means, K×D = {K}×{D}), "
-                         f"got {tuple(features.shape)}")
+        raise ValueError(
+            f"features must be N×{D} (the D = {D} columns of means, K×D = {K}×{D}), got {tuple(features.shape)}"
+        )
     if features.dtype.is_floating_point and not torch.isfinite(features).all():
         raise ValueError("features contain NaN or inf")
     W, b = _check_classifier(W, K, D, b)
@@ -625,9 +634,8 @@ def ncc_mismatch(features: Tensor, W: Tensor, means: Tensor, b: Tensor | None = 
     return float((_net_predict(x, W.detach().to(x), bb) != _ncc_predict(x, m)).double().mean())
 
 
-
 # ----------------------------------------------------------------------------- NC4 decisions
-_U32, _U64 = 2.0 ** -24, 2.0 ** -53
+_U32, _U64 = 2.0**-24, 2.0**-53
 # NC4's argmax/argmin decisions are screened in float32 and certified (see _CertifiedArgmax); set to
 # False to take every decision from the float64 scores directly (the tests compare the two).
 _NC4_SCREEN = True
@@ -665,7 +673,7 @@ class _CertifiedArgmax:
         return _certify(sc, (2.0 * self.gamma) * (hnorm * self.amax + self.cmax), exact)
 
     @staticmethod
-    def stack(*decs: "_CertifiedArgmax"):
+    def stack(*decs: _CertifiedArgmax):
         """Several decisions on the same rows from one float32 product (their score columns side by
         side); each keeps its own bound. Returns f(h32, hnorm, exacts) -> tuple of predictions."""
         At = torch.cat([d.At for d in decs], 1)
@@ -676,8 +684,10 @@ class _CertifiedArgmax:
 
         def decide(h32, hnorm, exacts):
             sc = torch.addmm(c, h32, At)
-            return tuple(_certify(sc[:, a:z], (2.0 * d.gamma) * (hnorm * d.amax + d.cmax), ex)
-                         for d, a, z, ex in zip(decs, cuts, cuts[1:], exacts))
+            return tuple(
+                _certify(sc[:, a:z], (2.0 * d.gamma) * (hnorm * d.amax + d.cmax), ex)
+                for d, a, z, ex in zip(decs, cuts, cuts[1:], exacts)
+            )
 
         return decide
 
@@ -686,12 +696,13 @@ def _certify(sc: Tensor, thr: Tensor, exact) -> Tensor:
     """Row-wise argmax of the float32 scores ``sc`` (overwritten); rows whose top-two gap is not
     above ``thr`` (or not finite) are decided by ``exact(rows)`` instead."""
     best, pred = sc.max(1)
-    sc.scatter_(1, pred[:, None], -math.inf)        # the runner-up: the max without the winner
+    sc.scatter_(1, pred[:, None], -math.inf)  # the runner-up: the max without the winner
     amb = ~((best - sc.amax(1)) > thr)
     if bool(amb.any()):
         rows = amb.nonzero().flatten()
         pred[rows] = exact(rows)
     return pred
+
 
 # ----------------------------------------------------------------------------- CDNV
 def cdnv(stats: FeatureStats, *, reduce: str = "mean") -> float | Tensor:
@@ -782,8 +793,7 @@ def hyperspherical_uniformity(x, *, global_mean: str = "samples", unbiased: bool
     return {"energy": float(kern.mean()), "spread": float(_std(kern, unbiased))}
 
 
-def uniform_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples",
-                    unbiased: bool = True) -> float:
+def uniform_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "samples", unbiased: bool = True) -> float:
     r"""UNC3, uniform duality (Wu & Papyan 2024): coefficient of variation of the per-class
     cosines :math:`\cos(w_k, \tilde\mu_k)` — 0 when every classifier row makes the same angle
     with its class mean, which is what duality can still mean when no ETF exists."""
@@ -796,9 +806,16 @@ def uniform_duality(stats: FeatureStats, W: Tensor, *, global_mean: str = "sampl
 
 
 # ----------------------------------------------------------------------------- all at once
-def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | None = None, *,
-                     global_mean: str = "samples", unbiased: bool = True, route: str = "auto",
-                     _cdnv: bool = True) -> dict:
+def collapse_metrics(
+    stats: FeatureStats,
+    W: Tensor | None = None,
+    b: Tensor | None = None,
+    *,
+    global_mean: str = "samples",
+    unbiased: bool = True,
+    route: str = "auto",
+    _cdnv: bool = True,
+) -> dict:
     """Every metric computable from the statistics (and W), keyed by the book's stable names.
 
     NC4 (``ncc_mismatch``) needs the features themselves and is added by :func:`measure`.
@@ -819,16 +836,18 @@ def collapse_metrics(stats: FeatureStats, W: Tensor | None = None, b: Tensor | N
     if stats.num_classes > stats.dim + 1:  # optional many-class metrics: no value (and a warning) when undefined
         out["equinorm_log"] = _optional("equinorm_log", lambda: equinorm_log(stats, unbiased=unbiased, **kw))
         hu = _optional("uniformity", lambda: hyperspherical_uniformity(stats, unbiased=unbiased, **kw))
-        out["uniformity_energy"], out["uniformity_spread"] = ((math.nan, math.nan) if isinstance(hu, float)
-                                                              else (hu["energy"], hu["spread"]))
+        out["uniformity_energy"], out["uniformity_spread"] = (
+            (math.nan, math.nan) if isinstance(hu, float) else (hu["energy"], hu["spread"])
+        )
     if W is not None:
         W, b = _check_classifier(W, stats.num_classes, stats.dim, b)
         out["equinorm_classifier"] = equinorm(W.detach().to(torch.float64), unbiased=unbiased)
         out["self_duality"] = self_duality(stats, W.detach(), **kw)
         out["self_duality_zhu"] = self_duality_zhu(stats, W.detach(), **kw)
         if stats.num_classes > stats.dim + 1:
-            out["uniform_duality"] = _optional("uniform_duality",
-                                               lambda: uniform_duality(stats, W.detach(), unbiased=unbiased, **kw))
+            out["uniform_duality"] = _optional(
+                "uniform_duality", lambda: uniform_duality(stats, W.detach(), unbiased=unbiased, **kw)
+            )
     return out
 
 
@@ -865,7 +884,7 @@ class NCMetrics:
 
 def _batches_from_tensors(features: Tensor, labels: Tensor, batch_size: int):
     for s in range(0, features.shape[0], batch_size):
-        yield features[s:s + batch_size], labels[s:s + batch_size]
+        yield features[s : s + batch_size], labels[s : s + batch_size]
 
 
 def _orthonormal_span(Mc: Tensor, rtol: float = 1e-12) -> Tensor:
@@ -892,7 +911,7 @@ def _row_chunks(x: Tensor, y: Tensor, rows: int | None, extra: Tensor | None = N
         yield x, y, extra
         return
     for s in range(0, x.shape[0], rows):
-        yield x[s:s + rows], y[s:s + rows], None if extra is None else extra[s:s + rows]
+        yield x[s : s + rows], y[s : s + rows], None if extra is None else extra[s : s + rows]
 
 
 def _allreduce_sum(*tensors: Tensor) -> None:
@@ -903,8 +922,18 @@ def _allreduce_sum(*tensors: Tensor) -> None:
             dist.all_reduce(t)
 
 
-def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W, b, *,
-              global_mean: str, unbiased: bool, route: str, device, precision: str = "float64") -> NCMetrics:
+def _two_pass(
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    K: int,
+    W,
+    b,
+    *,
+    global_mean: str,
+    unbiased: bool,
+    route: str,
+    device,
+    precision: str = "float64",
+) -> NCMetrics:
     r"""Two streaming passes over ``batches()``, all arithmetic in float64.
 
     Pass 1: class counts and sums, hence the class means (the sums are taken about a common
@@ -954,7 +983,7 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
             shift = x[:rows].to(f64).mean(0)
         counts += torch.bincount(y, minlength=K)
         for xc, yc, _ in _row_chunks(x, y, rows):
-            z = buf[:xc.shape[0]].copy_(xc) if buf is not None else xc.to(f64, copy=True)
+            z = buf[: xc.shape[0]].copy_(xc) if buf is not None else xc.to(f64, copy=True)
             sums.index_add_(0, yc, z.sub_(shift))
     if stats is None:
         raise ValueError("no data: the loader produced no batches")
@@ -981,12 +1010,12 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
     if kk:
         Q = _orthonormal_span(means - means.mean(0))
         r = Q.shape[1]
-        Mq = (means - ref) @ Q                    # the centred means in the span (K×r)
+        Mq = (means - ref) @ Q  # the centred means in the span (K×r)
         MqT, mq2 = Mq.T.contiguous(), (Mq * Mq).sum(1)
     else:
         r = D
     f32 = precision == "float32"
-    wd = torch.float32 if f32 else f64          # the working dtype of pass 2's per-sample arithmetic
+    wd = torch.float32 if f32 else f64  # the working dtype of pass 2's per-sample arithmetic
     scatter = torch.zeros(r, r, dtype=f64, device=dev)
     sq_dev = torch.zeros(K, dtype=f64, device=dev)
     mism = torch.zeros((), dtype=f64, device=dev)
@@ -1022,7 +1051,7 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
 
     def ncc_exact(h64):  # the float64 nearest centre, as _ncc_predict: ‖μ_k‖² − 2 h·μ_k
         if sbuf is not None and h64.shape[0] <= sbuf.shape[0]:
-            S = torch.mm(h64, MT, out=sbuf[:h64.shape[0]])
+            S = torch.mm(h64, MT, out=sbuf[: h64.shape[0]])
         else:
             S = h64 @ MT
         return S.mul_(-2.0).add_(m2).argmin(1)
@@ -1039,11 +1068,11 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
             # same-dtype operands: mixed-dtype elementwise ops are several times slower
             h = xc if xc.dtype == wd else (buf[:n].copy_(xc) if (buf is not None and not f32) else xc.to(wd))
             d = torch.index_select(means_w, 0, yc, out=dbuf[:n]) if dbuf is not None else means_w.index_select(0, yc)
-            d.sub_(h)                                  # μ_y − h (the sign cancels below)
+            d.sub_(h)  # μ_y − h (the sign cancels below)
             dn = torch.linalg.vector_norm(d, dim=1)
             sq_dev.index_add_(0, yc, dn.square().to(f64))
             if kk:
-                p = d @ Q_w                            # Qᵀ(μ_y − h)
+                p = d @ Q_w  # Qᵀ(μ_y − h)
                 if f32:
                     scatter.add_((p.T @ p).to(f64))
                 else:
@@ -1053,8 +1082,11 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
             else:
                 scatter.addmm_(d.T, d)
             if W is not None:
-                h64 = (lambda rws: (h if h.dtype == f64 else xc.to(f64)) if rws is None else
-                       (h[rws] if h.dtype == f64 else xc[rws].to(f64)))
+                h64 = lambda rws: (
+                    (h if h.dtype == f64 else xc.to(f64))
+                    if rws is None
+                    else (h[rws] if h.dtype == f64 else xc[rws].to(f64))
+                )
                 if screen:
                     h32 = h if h.dtype == torch.float32 else xc.to(torch.float32)
                     hn = torch.linalg.vector_norm(h32, dim=1)
@@ -1108,9 +1140,19 @@ def _two_pass(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], K: int, W,
     return NCMetrics(out, stats)
 
 
-def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, b: Tensor | None = None, *,
-                     num_classes: int | None = None, batch_size: int = 8192, global_mean: str = "samples",
-                     unbiased: bool = True, route: str = "auto", precision: str = "float64") -> NCMetrics:
+def measure_features(
+    features: Tensor,
+    labels: Tensor,
+    W: Tensor | None = None,
+    b: Tensor | None = None,
+    *,
+    num_classes: int | None = None,
+    batch_size: int = 8192,
+    global_mean: str = "samples",
+    unbiased: bool = True,
+    route: str = "auto",
+    precision: str = "float64",
+) -> NCMetrics:
     """All NC metrics for features already in memory (streamed in batches of ``batch_size``).
 
     The same two-pass computation as :func:`measure`; ``num_classes`` defaults to max label + 1
@@ -1129,6 +1171,7 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
             raise ValueError("no data: labels are empty")
         num_classes = int(labels.max()) + 1
         import torch.distributed as dist
+
         if dist.is_available() and dist.is_initialized():
             # every rank must use the same K, also when its shard lacks the top labels
             top = torch.tensor([num_classes], dtype=torch.long, device=features.device)
@@ -1138,9 +1181,17 @@ def measure_features(features: Tensor, labels: Tensor, W: Tensor | None = None, 
         raise ValueError(f"need at least 2 classes, got {num_classes}")
     if features.ndim != 2 or labels.ndim != 1 or labels.shape[0] != features.shape[0]:
         raise ValueError(f"features must be N×D with N labels: got {tuple(features.shape)} and {tuple(labels.shape)}")
-    return _two_pass(lambda: _batches_from_tensors(features, labels, batch_size), num_classes, W, b,
-                     global_mean=global_mean, unbiased=unbiased, route=route, device=features.device,
-                     precision=precision)
+    return _two_pass(
+        lambda: _batches_from_tensors(features, labels, batch_size),
+        num_classes,
+        W,
+        b,
+        global_mean=global_mean,
+        unbiased=unbiased,
+        route=route,
+        device=features.device,
+        precision=precision,
+    )
 
 
 # measure() keeps the first pass's features for the second pass up to this many bytes
@@ -1152,8 +1203,9 @@ def _find_module(model: torch.nn.Module, layer) -> torch.nn.Module:
         return layer
     modules = dict(model.named_modules())
     if layer not in modules:
-        raise ValueError(f"layer {layer!r}: model has no module named {layer!r}; available: "
-                         f"{sorted(k for k in modules if k)[:20]}")
+        raise ValueError(
+            f"layer {layer!r}: model has no module named {layer!r}; available: {sorted(k for k in modules if k)[:20]}"
+        )
     return modules[layer]
 
 
@@ -1181,9 +1233,19 @@ def _classifier_of(model, classifier):
 
 
 @torch.no_grad()
-def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, classifier=None,
-            device=None, global_mean: str = "samples", unbiased: bool = True, route: str = "auto",
-            precision: str = "float64") -> NCMetrics:
+def measure(
+    model: torch.nn.Module,
+    loader,
+    *,
+    num_classes: int,
+    layer=None,
+    classifier=None,
+    device=None,
+    global_mean: str = "samples",
+    unbiased: bool = True,
+    route: str = "auto",
+    precision: str = "float64",
+) -> NCMetrics:
     """Measure neural collapse of ``model`` on the data of ``loader`` (two streaming passes).
 
     Features are taken from ``model.features(x)`` when the model has that method and ``layer``
@@ -1215,7 +1277,7 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
         _check_choice(where, "layer position", ("input", "output"))
     captured: list[Tensor] = []
     handle = None
-    if layer is not None or not hasattr(model, "features") or not callable(getattr(model, "features")):
+    if layer is not None or not hasattr(model, "features") or not callable(model.features):
         target = _find_module(model, layer if layer is not None else ("fc" if hasattr(model, "fc") else "classifier"))
 
         def hook(mod, inp, out):
@@ -1235,8 +1297,11 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
         first = replay["batches"] is not None and not replay["batches"]
         for i, batch in enumerate(loader):
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                what = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) else \
-                    f"a {type(batch).__name__}"
+                what = (
+                    f"a {type(batch).__name__} of {len(batch)} items"
+                    if isinstance(batch, (tuple, list))
+                    else f"a {type(batch).__name__}"
+                )
                 raise ValueError(f"loader must yield (inputs, labels) pairs; batch {i} is {what}")
             xb, yb = batch
             xb = xb.to(device)
@@ -1257,8 +1322,17 @@ def measure(model: torch.nn.Module, loader, *, num_classes: int, layer=None, cla
         replay["complete"] = first and replay["batches"] is not None
 
     try:
-        return _two_pass(batches, num_classes, W, b, global_mean=global_mean, unbiased=unbiased,
-                         route=route, device=device, precision=precision)
+        return _two_pass(
+            batches,
+            num_classes,
+            W,
+            b,
+            global_mean=global_mean,
+            unbiased=unbiased,
+            route=route,
+            device=device,
+            precision=precision,
+        )
     finally:
         if handle is not None:
             handle.remove()
@@ -1308,8 +1382,16 @@ class TrainingTracker:
         tracker.remove()
     """
 
-    def __init__(self, module: torch.nn.Module, num_classes: int, *, classifier=None,
-                 global_mean: str = "samples", unbiased: bool = True, precision: str = "float32"):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        num_classes: int,
+        *,
+        classifier=None,
+        global_mean: str = "samples",
+        unbiased: bool = True,
+        precision: str = "float32",
+    ):
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module (the classifier), got {type(module).__name__}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int):
@@ -1321,11 +1403,11 @@ class TrainingTracker:
         self.module, self.num_classes = module, num_classes
         self.classifier = module if classifier is None else classifier
         self.conventions = dict(global_mean=global_mean, unbiased=bool(unbiased), precision=precision)
-        self._buf: Tensor | None = None     # rows 0.._rows−1: the features seen since the last compute()
+        self._buf: Tensor | None = None  # rows 0.._rows−1: the features seen since the last compute()
         self._rows = 0
-        self._sizes: list[int] = []         # rows per forward pass, in order
+        self._sizes: list[int] = []  # rows per forward pass, in order
         self._labels: list[Tensor] = []
-        self._preds: list[Tensor | None] = []   # the argmax of each batch's training logits
+        self._preds: list[Tensor | None] = []  # the argmax of each batch's training logits
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, mod, inp, out) -> None:
@@ -1334,15 +1416,20 @@ class TrainingTracker:
         f = inp[0].detach().flatten(1)
         n = f.shape[0]
         buf = self._buf
-        if buf is None or buf.shape[1] != f.shape[1] or buf.dtype != f.dtype or buf.device != f.device \
-                or buf.shape[0] < self._rows + n:
+        if (
+            buf is None
+            or buf.shape[1] != f.shape[1]
+            or buf.dtype != f.dtype
+            or buf.device != f.device
+            or buf.shape[0] < self._rows + n
+        ):
             grown = torch.empty(max(2 * (self._rows + n), 1024), f.shape[1], dtype=f.dtype, device=f.device)
             if buf is not None and self._rows:
                 if buf.shape[1] != f.shape[1]:
                     raise ValueError(f"the classifier's input changed width from {buf.shape[1]} to {f.shape[1]}")
-                grown[:self._rows].copy_(buf[:self._rows])
+                grown[: self._rows].copy_(buf[: self._rows])
             self._buf = buf = grown
-        buf[self._rows:self._rows + n].copy_(f)
+        buf[self._rows : self._rows + n].copy_(f)
         self._rows += n
         self._sizes.append(n)
         logits = out[0] if isinstance(out, (tuple, list)) else out
@@ -1359,7 +1446,7 @@ class TrainingTracker:
     @property
     def pending(self) -> int:
         """Feature rows kept for the current epoch (paired with labels)."""
-        return sum(self._sizes[:len(self._labels)])
+        return sum(self._sizes[: len(self._labels)])
 
     def compute(self, W: Tensor | None = None, b: Tensor | None = None) -> NCMetrics:
         """Metrics of the features kept since the last call, with the classifier's current (W, b)
@@ -1367,12 +1454,16 @@ class TrainingTracker:
         or labels come later) stay for the next epoch."""
         n = min(len(self._sizes), len(self._labels))
         if n == 0:
-            raise ValueError("no training batches were seen since the last compute(): call labels(y) "
-                             "for each batch and run its forward pass in training mode")
+            raise ValueError(
+                "no training batches were seen since the last compute(): call labels(y) "
+                "for each batch and run its forward pass in training mode"
+            )
         for size, y in zip(self._sizes[:n], self._labels[:n]):
             if size != y.shape[0]:
-                raise ValueError(f"a batch has {size} feature rows but {y.shape[0]} labels: "
-                                 "labels(y) must be called once per training forward pass")
+                raise ValueError(
+                    f"a batch has {size} feature rows but {y.shape[0]} labels: "
+                    "labels(y) must be called once per training forward pass"
+                )
         rows = sum(self._sizes[:n])
         feats = self._buf[:rows]
         labels = torch.cat([y.to(feats.device) for y in self._labels[:n]])
@@ -1386,12 +1477,13 @@ class TrainingTracker:
         if all(p is not None for p in self._preds[:n]):
             item = (feats, labels, torch.cat([p.to(feats.device) for p in self._preds[:n]]))
         try:
-            return _two_pass(lambda: iter([item]), self.num_classes, W, b, route="auto",
-                             device=feats.device, **self.conventions)
+            return _two_pass(
+                lambda: iter([item]), self.num_classes, W, b, route="auto", device=feats.device, **self.conventions
+            )
         finally:
-            rest = self._rows - rows            # features of a forward pass whose labels come later
+            rest = self._rows - rows  # features of a forward pass whose labels come later
             if rest:
-                self._buf[:rest].copy_(self._buf[rows:self._rows].clone())
+                self._buf[:rest].copy_(self._buf[rows : self._rows].clone())
             self._rows = rest
             self._sizes, self._labels, self._preds = self._sizes[n:], self._labels[n:], self._preds[n:]
 
@@ -1399,7 +1491,7 @@ class TrainingTracker:
         """Remove the forward hook."""
         self._handle.remove()
 
-    def __enter__(self) -> "TrainingTracker":
+    def __enter__(self) -> TrainingTracker:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,6 +9,7 @@
   Zhu et al. 2021; Yang et al. 2022), :class:`NearestETFGuidedClassifier` (Markou et al. 2024) or
   :class:`MultiCenterClassifier` (several frozen centres per class; chapter 6).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,11 +28,27 @@ def _check_etf_dims(in_features, num_classes) -> None:
     in_features = _v.integer(in_features, "in_features", lo=1)
     num_classes = _v.integer(num_classes, "num_classes", lo=2)
     if num_classes > in_features + 1:
-        raise ValueError(f"in_features must be ≥ num_classes − 1 = {num_classes - 1} for a simplex ETF of "
-                         f"{num_classes} classes, got {in_features}")
+        raise ValueError(
+            f"in_features (the feature dimension) must be ≥ num_classes − 1 = {num_classes - 1} for a simplex ETF of "
+            f"{num_classes} classes, got {in_features}"
+        )
 
-__all__ = ["NCModel", "MLP", "CNN1D", "ResNet18", "FixedETFClassifier", "build", "make_head", "MODELS",
-           "count_parameters", "Projected", "NearestETFGuidedClassifier", "UnitFeatures", "MultiCenterClassifier"]
+
+__all__ = [
+    "NCModel",
+    "MLP",
+    "CNN1D",
+    "ResNet18",
+    "FixedETFClassifier",
+    "build",
+    "make_head",
+    "MODELS",
+    "count_parameters",
+    "Projected",
+    "NearestETFGuidedClassifier",
+    "UnitFeatures",
+    "MultiCenterClassifier",
+]
 
 
 class FixedETFClassifier(nn.Module):
@@ -42,8 +59,9 @@ class FixedETFClassifier(nn.Module):
     logits (with normalised features the logit scale acts as an inverse temperature).
     ``normalize=True`` L2-normalises the features first (Yang et al. 2022's ETF head)."""
 
-    def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 1.0,
-                 normalize: bool = False):
+    def __init__(
+        self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 1.0, normalize: bool = False
+    ):
         super().__init__()
         _check_etf_dims(in_features, num_classes)
         self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
@@ -111,13 +129,25 @@ class NearestETFGuidedClassifier(nn.Module):
 
     uses_labels = True
 
-    def __init__(self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 10.0,
-                 normalize: bool = True, momentum: float | str = 0.9, grad: bool = False, mean_norm: str = "row",
-                 center: bool = False, guide: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        seed: int = 0,
+        scale: float = 10.0,
+        normalize: bool = True,
+        momentum: float | str = 0.9,
+        grad: bool = False,
+        mean_norm: str = "row",
+        center: bool = False,
+        guide: bool = True,
+    ):
         super().__init__()
         _check_etf_dims(in_features, num_classes)
-        if momentum != "auto" and not (isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
-                                       and 0 <= momentum < 1):
+        if momentum != "auto" and not (
+            isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and 0 <= momentum < 1
+        ):
             raise ValueError(f"momentum must be a number in [0, 1) or 'auto', got {momentum!r}")
         if mean_norm not in ("row", "frobenius"):
             raise ValueError(f"mean_norm must be 'row' or 'frobenius', got {mean_norm!r}")
@@ -164,11 +194,14 @@ class NearestETFGuidedClassifier(nn.Module):
         W = self.weight
         if labels is not None and self.training:
             if labels.shape != (h.shape[0],) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-                raise ValueError(f"labels must be {h.shape[0]} integer class indices, got {labels.dtype} "
-                                 f"of shape {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must be {h.shape[0]} integer class indices, got {labels.dtype} "
+                    f"of shape {tuple(labels.shape)}"
+                )
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.out_features):
-                raise ValueError(f"labels must lie in 0..{self.out_features - 1}, got "
-                                 f"[{int(labels.min())}, {int(labels.max())}]")
+                raise ValueError(
+                    f"labels must lie in 0..{self.out_features - 1}, got [{int(labels.min())}, {int(labels.max())}]"
+                )
             labels = labels.to(device=z.device, dtype=torch.long)
             bm, present = self._batch_means(z, labels)
             with torch.no_grad():
@@ -199,9 +232,11 @@ class NearestETFGuidedClassifier(nn.Module):
         return self.scale * z @ W.T
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
-                f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}, mean_norm={self.mean_norm}, "
-                f"center={self.center}, guide={self.guide}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
+            f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}, mean_norm={self.mean_norm}, "
+            f"center={self.center}, guide={self.guide}"
+        )
 
 
 def _real(v, name: str) -> float:
@@ -236,8 +271,17 @@ class MultiCenterClassifier(nn.Module):
     :func:`nclib.metrics.measure` evaluates). No trainable parameters.
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, centers=None, theta: float = 0.2,
-                 rule: str = "max", scale: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        centers=None,
+        theta: float = 0.2,
+        rule: str = "max",
+        scale: float = 1.0,
+        seed: int = 0,
+    ):
         super().__init__()
         K, D = int(num_classes), int(in_features)
         f = [1] * K if centers is None else [int(c) for c in centers]
@@ -249,15 +293,18 @@ class MultiCenterClassifier(nn.Module):
         if rule not in ("max", "mean"):
             raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
         theta = _real(theta, "theta")
-        E = simplex_etf(K, D, seed=seed)                                   # K×D unit rows
-        U = torch.linalg.svd(E, full_matrices=False)[2][:K - 1]            # basis of span(E)
+        E = simplex_etf(K, D, seed=seed)  # K×D unit rows
+        U = torch.linalg.svd(E, full_matrices=False)[2][: K - 1]  # basis of span(E)
         g = torch.Generator().manual_seed(int(seed) + 1)
         G = torch.randn(D, M, generator=g, dtype=torch.float64)
         G = G - U.T @ (U @ G)
-        V = torch.linalg.qr(G)[0].T                                         # M×D orthonormal, ⊥ span(E)
+        V = torch.linalg.qr(G)[0].T  # M×D orthonormal, ⊥ span(E)
         owner = torch.arange(K).repeat_interleave(torch.tensor(f))
         C = math.cos(theta) * E[owner] + math.sin(theta) * V
-        T = torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C) / torch.tensor(f, dtype=torch.float64)[:, None]
+        T = (
+            torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C)
+            / torch.tensor(f, dtype=torch.float64)[:, None]
+        )
         self.register_buffer("centers", C.float())
         self.register_buffer("owner", owner)
         self.register_buffer("targets", T.float())
@@ -274,7 +321,7 @@ class MultiCenterClassifier(nn.Module):
             return hn @ self.weight.T
         if rule != "max":
             raise ValueError(f"rule must be 'max' or 'mean', got {rule!r}")
-        s = hn @ self.centers.T                                             # N×M cosines
+        s = hn @ self.centers.T  # N×M cosines
         out = torch.full((h.shape[0], self.out_features), -2.0, dtype=s.dtype, device=s.device)
         return out.scatter_reduce(1, self.owner.expand(h.shape[0], -1), s, reduce="amax")
 
@@ -282,8 +329,10 @@ class MultiCenterClassifier(nn.Module):
         return self.scale * self.scores(h)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, centers={self.num_centers}, "
-                f"theta={self.theta:g}, rule={self.rule!r}, scale={self.scale:g}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, centers={self.num_centers}, "
+            f"theta={self.theta:g}, rule={self.rule!r}, scale={self.scale:g}"
+        )
 
 
 def make_head(kind: str, in_features: int, num_classes: int, *, bias: bool = True, seed: int = 0, **kw) -> nn.Module:
@@ -316,8 +365,19 @@ class NCModel(nn.Module):
 class MLP(NCModel):
     """``depth`` hidden layers of ``width`` units (Linear → [BatchNorm] → ReLU); h is the last."""
 
-    def __init__(self, in_dim: int, num_classes: int, *, width: int = 512, depth: int = 3, batchnorm: bool = True,
-                 head: str = "linear", head_bias: bool = True, seed: int = 0, **head_kw):
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        *,
+        width: int = 512,
+        depth: int = 3,
+        batchnorm: bool = True,
+        head: str = "linear",
+        head_bias: bool = True,
+        seed: int = 0,
+        **head_kw,
+    ):
         super().__init__()
         depth = _v.integer(depth, "depth", lo=1)
         width = _v.integer(width, "width", lo=1)
@@ -338,8 +398,19 @@ class MLP(NCModel):
 class CNN1D(NCModel):
     """Three 1-D conv blocks (channels c, 2c, 2c; kernel 5; stride 2) → linear feature layer."""
 
-    def __init__(self, in_len: int, num_classes: int, *, channels: int = 32, width: int = 256, batchnorm: bool = True,
-                 head: str = "linear", head_bias: bool = True, seed: int = 0, **head_kw):
+    def __init__(
+        self,
+        in_len: int,
+        num_classes: int,
+        *,
+        channels: int = 32,
+        width: int = 256,
+        batchnorm: bool = True,
+        head: str = "linear",
+        head_bias: bool = True,
+        seed: int = 0,
+        **head_kw,
+    ):
         super().__init__()
         chans, blocks, c_in, L = [channels, 2 * channels, 2 * channels], [], 1, in_len
         for c in chans:
@@ -348,7 +419,11 @@ class CNN1D(NCModel):
             blocks += [nn.ReLU()]
             c_in, L = c, (L + 1) // 2
         self.conv = nn.Sequential(*blocks)
-        fc = [nn.Linear(c_in * L, width, bias=not batchnorm)] + ([nn.BatchNorm1d(width)] if batchnorm else []) + [nn.ReLU()]
+        fc = (
+            [nn.Linear(c_in * L, width, bias=not batchnorm)]
+            + ([nn.BatchNorm1d(width)] if batchnorm else [])
+            + [nn.ReLU()]
+        )
         self.fc_features = nn.Sequential(*fc)
         self.classifier = make_head(head, width, num_classes, bias=head_bias, seed=seed, **head_kw)
 
@@ -377,8 +452,17 @@ class ResNet18(NCModel):
     """CIFAR-style ResNet-18: 3×3 stem (no max-pool), stages 64/128/256/512, global average pool.
     h is the 512-d pooled feature (the penultimate layer Papyan et al. measure)."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, width: int = 64, head: str = "linear",
-                 head_bias: bool = True, seed: int = 0, **head_kw):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        width: int = 64,
+        head: str = "linear",
+        head_bias: bool = True,
+        seed: int = 0,
+        **head_kw,
+    ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         stages, c = [], width
@@ -403,8 +487,17 @@ class Projected(NCModel):
     :class:`nclib.losses.MCR2Loss` does); the backbone's last Linear–[BatchNorm]–ReLU layer plus
     this projection reproduce that head. Built by ``build(..., projection=dim)``."""
 
-    def __init__(self, base: NCModel, dim: int, num_classes: int, *, head: str = "linear", head_bias: bool = True,
-                 seed: int = 0, **head_kw):
+    def __init__(
+        self,
+        base: NCModel,
+        dim: int,
+        num_classes: int,
+        *,
+        head: str = "linear",
+        head_bias: bool = True,
+        seed: int = 0,
+        **head_kw,
+    ):
         super().__init__()
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"projection dimension must be a positive int, got {dim!r}")
@@ -427,7 +520,11 @@ class UnitFeatures(NCModel):
 
     def __init__(self, base: NCModel, radius: float = 1.0):
         super().__init__()
-        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (math.isfinite(radius) and radius > 0):
+        if (
+            isinstance(radius, bool)
+            or not isinstance(radius, (int, float))
+            or not (math.isfinite(radius) and radius > 0)
+        ):
             raise ValueError(f"radius must be a positive number, got {radius!r}")
         self.classifier = base.classifier
         base.classifier = nn.Identity()

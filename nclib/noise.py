@@ -15,6 +15,7 @@ instead chooses ⌊ρN⌋ positions and redraws each from **all** K classes, so 
 Randomness comes from a private ``torch.Generator`` seeded with ``seed``; the global state is
 never touched and the input labels are never modified.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -39,8 +40,9 @@ def _check_seed(seed) -> int:
     return _v.integer(seed, "seed")
 
 
-def symmetric_label_noise(labels: Tensor, ratio: float, num_classes: int, seed: int = 0, *,
-                          redraw: str = "other") -> tuple[Tensor, Tensor]:
+def symmetric_label_noise(
+    labels: Tensor, ratio: float, num_classes: int, seed: int = 0, *, redraw: str = "other"
+) -> tuple[Tensor, Tensor]:
     r"""Flip exactly :math:`m = \operatorname{round}(\rho N)` of N labels to a uniformly drawn *other* class.
 
     The m positions are a uniform random subset (``torch.randperm``); each new label is
@@ -139,6 +141,7 @@ def with_label_noise(data: Data, ratio: float, seed: int = 0, *, redraw: str = "
     else:
         train = RelabeledDataset(data.train, noisy)
     info = dict(data.info)
-    info.update(label_noise=ratio, noise_seed=seed, noise_redraw=redraw, flipped=flipped,
-                clean_train_labels=clean.clone())
+    info.update(
+        label_noise=ratio, noise_seed=seed, noise_redraw=redraw, flipped=flipped, clean_train_labels=clean.clone()
+    )
     return Data(data.name, train, data.test, data.num_classes, data.input_shape, info)

@@ -30,6 +30,7 @@ Functions (all float64, pure functions of tensors):
 * :func:`auroc` — the area under the ROC curve for "ID scores higher than OoD scores", computed
   exactly as the Mann–Whitney statistic with ties counted one half.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,14 @@ def _features(x, name: str) -> Tensor:
     return x.detach().to(torch.float64)
 
 
-def nc5(id_features: Tensor, id_labels: Tensor, ood_features: Tensor, *, num_classes: int | None = None,
-        center: bool = False) -> float:
+def nc5(
+    id_features: Tensor,
+    id_labels: Tensor,
+    ood_features: Tensor,
+    *,
+    num_classes: int | None = None,
+    center: bool = False,
+) -> float:
     """NC5: mean |cosine| between the ID class means and the OoD mean (see the module docstring).
 
     ``id_features`` N×D with integer ``id_labels`` (every class ``0..K-1`` present),
@@ -57,7 +64,11 @@ def nc5(id_features: Tensor, id_labels: Tensor, ood_features: Tensor, *, num_cla
     Z = _features(ood_features, "ood_features")
     if Z.shape[1] != H.shape[1]:
         raise ValueError(f"ood_features must have D = {H.shape[1]} columns like id_features, got {Z.shape[1]}")
-    K = int(id_labels.max()) + 1 if num_classes is None and isinstance(id_labels, Tensor) and id_labels.numel() else num_classes
+    K = (
+        int(id_labels.max()) + 1
+        if num_classes is None and isinstance(id_labels, Tensor) and id_labels.numel()
+        else num_classes
+    )
     K = _v.integer(K, "num_classes", lo=2)
     y = _v.labels(id_labels, "id_labels", n=H.shape[0], num_classes=K, what="id_features")
     _v.boolean(center, "center")
@@ -89,7 +100,7 @@ class NECO:
     def __post_init__(self):
         self.dim = _v.integer(self.dim, "dim", lo=1)
 
-    def fit(self, id_features: Tensor) -> "NECO":
+    def fit(self, id_features: Tensor) -> NECO:
         H = _features(id_features, "id_features")
         if self.dim > H.shape[1]:
             raise ValueError(f"dim must be ≤ the feature dimension {H.shape[1]}, got {self.dim}")

@@ -17,6 +17,7 @@ is at least ``MIN_FONT_PX`` = 9 px as rendered (:func:`min_font_px`; ``tests/tes
 and records the smallest font of the PNG, in px at the PNG's own size, in its metadata
 (``nclib-min-font-px``); the browser test scales it to the width the page renders it at.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["set_theme", "collapse_panels", "PANELS", "etf_3d", "collapse_animation", "etf_frame",
-           "PAGE_WIDTH_PX", "PAGE_WIDTH_IN", "DPI", "MIN_FONT_PX", "min_font_px", "fit_to_page", "subplots",
-           "png_bytes"]
+__all__ = [
+    "set_theme",
+    "collapse_panels",
+    "PANELS",
+    "etf_3d",
+    "collapse_animation",
+    "etf_frame",
+    "PAGE_WIDTH_PX",
+    "PAGE_WIDTH_IN",
+    "DPI",
+    "MIN_FONT_PX",
+    "min_font_px",
+    "fit_to_page",
+    "subplots",
+    "png_bytes",
+]
 
 PAGE_WIDTH_PX = 688  # the book's content column at a 1280 px window (CSS px, measured)
 DPI = 100  # matplotlib's figure dpi, used by the inline backend
@@ -35,8 +49,16 @@ PAGE_WIDTH_IN = PAGE_WIDTH_PX / DPI
 MIN_FONT_PX = 9.0
 PNG_FONT_KEY = "nclib-min-font-px"
 # the theme's font sizes (points); the smallest, 8 pt, is 11 px at 100 dpi
-FONTS = {"font.size": 9.5, "axes.titlesize": 10.0, "axes.labelsize": 9.0, "xtick.labelsize": 8.5,
-         "ytick.labelsize": 8.5, "legend.fontsize": 8.0, "legend.title_fontsize": 8.5, "figure.titlesize": 10.5}
+FONTS = {
+    "font.size": 9.5,
+    "axes.titlesize": 10.0,
+    "axes.labelsize": 9.0,
+    "xtick.labelsize": 8.5,
+    "ytick.labelsize": 8.5,
+    "legend.fontsize": 8.0,
+    "legend.title_fontsize": 8.5,
+    "figure.titlesize": 10.5,
+}
 
 # (history column(s), title, y label, log scale)
 PANELS = [
@@ -50,8 +72,14 @@ PANELS = [
     (("cdnv", "test_cdnv"), "CDNV (train / test)", "CDNV", True),
 ]
 
-_LABELS = {"train_error": "train", "test_error": "test", "equinorm_means": "class means",
-           "equinorm_classifier": "classifier", "cdnv": "train", "test_cdnv": "test"}
+_LABELS = {
+    "train_error": "train",
+    "test_error": "test",
+    "equinorm_means": "class means",
+    "equinorm_classifier": "classifier",
+    "cdnv": "train",
+    "test_cdnv": "test",
+}
 
 
 def set_theme() -> None:
@@ -199,8 +227,9 @@ def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, nco
         raise ValueError(f"ncols must be 1, 2 or 3 (readable at the page width), got {ncols!r}")
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN * (0.6 if ncols == 1 else 1.0), 2.6 * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(PAGE_WIDTH_IN * (0.6 if ncols == 1 else 1.0), 2.6 * nrows), squeeze=False
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (cols, ttl, ylab, logy) in zip(axes.flat, panels):
         for r, (lab, h) in enumerate(runs.items()):
@@ -210,8 +239,16 @@ def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, nco
                     continue
                 y = h[col].to_numpy(dtype=float)
                 name = " ".join(s for s in (lab, _LABELS.get(col, "") if len(cols) > 1 else "") if s)
-                ax.plot(x, y, marker="o", ms=2.5, lw=1.3, ls="-" if c == 0 else "--",
-                        color=colours[(r if len(runs) > 1 else c) % len(colours)], label=name or None)
+                ax.plot(
+                    x,
+                    y,
+                    marker="o",
+                    ms=2.5,
+                    lw=1.3,
+                    ls="-" if c == 0 else "--",
+                    color=colours[(r if len(runs) > 1 else c) % len(colours)],
+                    label=name or None,
+                )
         ax.set_xscale("symlog", linthresh=1)
         if logy:
             ax.set_yscale("log")
@@ -222,7 +259,7 @@ def collapse_panels(histories, *, panels=None, tpt_epoch: int | None = None, nco
             ax.axvline(tpt_epoch, color="grey", ls=":", lw=1)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
@@ -307,8 +344,8 @@ def collapse_animation(snapshots: dict, *, interval: int = 400):
     """The K = 4 collapse as an animation over the logged epochs; returns an ``IPython.display.HTML``
     (matplotlib ``FuncAnimation`` rendered with ``to_jshtml``) that plays in the book and on Colab."""
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
     from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
 
     keys = sorted(snapshots)
     frames = [etf_frame(snapshots[e]) for e in keys]
@@ -349,8 +386,15 @@ def plain_log_ticks(ax, axis: str = "x", ticks=None):
     return ax
 
 
-def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = None, accuracy: dict | None = None,
-                    baselines: dict | None = None, title: str | None = None):
+def transfer_panels(
+    table: pd.DataFrame,
+    *,
+    x: str = "l",
+    cdnv: dict | None = None,
+    accuracy: dict | None = None,
+    baselines: dict | None = None,
+    title: str | None = None,
+):
     """Collapse and few-shot transfer against the number of source classes (Galanti, György &
     Hutter 2022, Fig. 3; the survey's Fig. 6): left, CDNV columns on a log scale; right,
     accuracy columns with their confidence half-widths (column ``<name>_ci``) as error bars.
@@ -363,8 +407,11 @@ def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = No
 
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
-    cdnv = cdnv if cdnv is not None else {"cdnv": "source, train", "test_cdnv": "source, test",
-                                          "target_cdnv": "target (unseen classes)"}
+    cdnv = (
+        cdnv
+        if cdnv is not None
+        else {"cdnv": "source, train", "test_cdnv": "source, test", "target_cdnv": "target (unseen classes)"}
+    )
     accuracy = accuracy if accuracy is not None else {"fs1": "1-shot", "fs5": "5-shot"}
     missing = [c for c in [x, *cdnv, *accuracy] if c not in table]
     if missing:
@@ -374,19 +421,18 @@ def transfer_panels(table: pd.DataFrame, *, x: str = "l", cdnv: dict | None = No
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.4))
     for col, lab in cdnv.items():
         a1.plot(xs, t[col].to_numpy(dtype=float), marker="o", label=lab)
-    a1.set(xscale="log", yscale="log", xlabel=f"source classes {x}", ylabel="CDNV",
-           title="Collapse of frozen features")
+    a1.set(xscale="log", yscale="log", xlabel=f"source classes {x}", ylabel="CDNV", title="Collapse of frozen features")
     plain_log_ticks(a1, "x", xs)
     a1.legend()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (col, lab) in enumerate(accuracy.items()):
         ci = t[f"{col}_ci"].to_numpy(dtype=float) if f"{col}_ci" in t else None
-        a2.errorbar(xs, t[col].to_numpy(dtype=float), yerr=ci, marker="o", capsize=3, label=lab,
-                    color=colours[i % len(colours)])
+        a2.errorbar(
+            xs, t[col].to_numpy(dtype=float), yerr=ci, marker="o", capsize=3, label=lab, color=colours[i % len(colours)]
+        )
     for j, (lab, v) in enumerate((baselines or {}).items()):
         a2.axhline(float(v), ls=":", lw=1.2, color=colours[(len(accuracy) + j) % len(colours)], label=lab)
-    a2.set(xscale="log", xlabel=f"source classes {x}", ylabel="accuracy",
-           title="Few-shot accuracy, unseen classes")
+    a2.set(xscale="log", xlabel=f"source classes {x}", ylabel="accuracy", title="Few-shot accuracy, unseen classes")
     plain_log_ticks(a2, "x", xs)
     a2.legend()
     if title:
@@ -418,19 +464,34 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
     ax.plot(n, t["test_cdnv"], "s-", label="test")
     if "test_cdnv_train_means" in t:
         ax.plot(n, t["test_cdnv_train_means"], "^--", label="test, train means")
-    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="CDNV (mean over pairs)",
-           title="Train vs test collapse")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training-set size N",
+        ylabel="CDNV (mean over pairs)",
+        title="Train vs test collapse",
+    )
     ax.legend()
     ax = axes[1]
     ax.plot(n, t["test_cdnv"] - t["train_cdnv"], "o-", color="C3")
-    ax.set(xscale="log", yscale="log", xlabel="training-set size N", ylabel="test CDNV − train CDNV",
-           title="Gap of collapse")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training-set size N",
+        ylabel="test CDNV − train CDNV",
+        title="Gap of collapse",
+    )
     ax = axes[2]
     ax.plot(n, t["test_accuracy"], "o-", label="accuracy")
     if "ncc_agreement_test" in t:
         ax.plot(n, t["ncc_agreement_test"], "s--", label="= nearest train mean")
-    ax.set(xscale="log", ylim=(0, 1.02), xlabel="training-set size N", ylabel="fraction of test inputs",
-           title="Accuracy, NC4 (test)")
+    ax.set(
+        xscale="log",
+        ylim=(0, 1.02),
+        xlabel="training-set size N",
+        ylabel="fraction of test inputs",
+        title="Accuracy, NC4 (test)",
+    )
     ax.legend()
     for a in axes:
         a.set_xticks(n, [f"{int(v):,}" for v in n], rotation=45)
@@ -441,8 +502,9 @@ def size_sweep_panels(table: pd.DataFrame, *, x: str = "n_train", title: str | N
     return fig
 
 
-def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch: int | None = None,
-                  title: str | None = None):
+def margin_panels(
+    trajectory: dict, *, reference: float | None = None, tpt_epoch: int | None = None, title: str | None = None
+):
     """Left: the sorted normalised margins of every sample at each kept epoch, coloured by epoch
     (Banburski et al. 2021, Fig. 1 style); right: their minimum, 5 % quantile and median against
     the epoch. ``reference`` draws the ETF margin, ``tpt_epoch`` the start of the terminal phase.
@@ -475,8 +537,7 @@ def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch
             a.axhline(reference, color="grey", ls="--", lw=1, label="ETF value")
     if tpt_epoch is not None:
         a2.axvline(tpt_epoch, color="grey", ls=":", lw=1, label="terminal phase")
-    a1.set(xlabel="fraction of samples (sorted)", ylabel="normalised margin",
-           title="Sorted margins")
+    a1.set(xlabel="fraction of samples (sorted)", ylabel="normalised margin", title="Sorted margins")
     a2.set_xscale("symlog", linthresh=1)
     a2.set_xlim(0, max(epochs) * 1.15)
     a2.set(xlabel="epoch", ylabel="normalised margin", title="Margins over training")
@@ -491,8 +552,9 @@ def margin_panels(trajectory: dict, *, reference: float | None = None, tpt_epoch
 __all__ += ["minority_collapse_panels"]
 
 
-def minority_collapse_panels(sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = None, num_classes: int | None = None,
-                             title: str | None = None):
+def minority_collapse_panels(
+    sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = None, num_classes: int | None = None, title: str | None = None
+):
     """Minority collapse against the imbalance ratio R (chapter 6), three panels on a log-R axis:
     the mean cosine between minority **classifier rows**, the same between minority **class
     means** (features), and the per-group test accuracy (minority solid, majority dashed).
@@ -540,8 +602,16 @@ def minority_collapse_panels(sweep: pd.DataFrame, *, ufm: pd.DataFrame | None = 
 __all__ += ["seed_bands", "replay_panels"]
 
 
-def seed_bands(runs: dict, key: str = "nc1", *, ax=None, logy: bool = True, thresholds=(), ylabel: str | None = None,
-               title: str | None = None):
+def seed_bands(
+    runs: dict,
+    key: str = "nc1",
+    *,
+    ax=None,
+    logy: bool = True,
+    thresholds=(),
+    ylabel: str | None = None,
+    title: str | None = None,
+):
     """One history column against the epoch for several configurations and seeds: per label the
     mean over seeds (geometric mean when ``logy``) as a line and the min–max range over seeds as
     a band. ``runs`` = ``{label: [history DataFrame per seed, ...]}`` (histories logged at the same
@@ -563,7 +633,7 @@ def seed_bands(runs: dict, key: str = "nc1", *, ax=None, logy: bool = True, thre
         wide = pd.concat([h.set_index("epoch")[key].rename(i) for i, h in enumerate(hs)], axis=1).sort_index()
         wide = wide[wide.index > 0] if logy else wide
         centre = np.exp(np.log(wide).mean(axis=1)) if logy else wide.mean(axis=1)
-        line, = ax.plot(wide.index, centre, lw=1.8, label=f"{label} ({len(hs)} seeds)")
+        (line,) = ax.plot(wide.index, centre, lw=1.8, label=f"{label} ({len(hs)} seeds)")
         ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=line.get_color(), alpha=0.2, lw=0)
     for t in thresholds:
         ax.axhline(t, color="0.4", lw=0.8, ls=":")

@@ -11,6 +11,7 @@ A chapter chooses its profile in its ``parameters`` cell (``PROFILE``, ``SEED``)
 explicitly; nothing here is a hidden global switch except that :func:`setup_notebook` exports
 ``NCLIB_PROFILE`` so claim records carry the profile they were measured under.
 """
+
 from __future__ import annotations
 
 import os

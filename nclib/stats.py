@@ -4,6 +4,7 @@ and the three-way status of a rule evaluated on an interval.
 Everything here is deterministic (the bootstrap uses a fixed generator) and exact where the
 answer is a rational number, so no reproduction status is ever decided by float round-off.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -12,8 +13,15 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["spearman", "seed_interval", "rule_status", "parse_rule", "INTERVAL_METHODS", "STATUSES",
-           "calibrated_status"]
+__all__ = [
+    "spearman",
+    "seed_interval",
+    "rule_status",
+    "parse_rule",
+    "INTERVAL_METHODS",
+    "STATUSES",
+    "calibrated_status",
+]
 
 INTERVAL_METHODS = ("range", "bootstrap")
 STATUSES = ("reproduced", "not reproduced", "inconclusive")
@@ -121,7 +129,7 @@ def parse_rule(rule: str):
     for op in _OPS:
         if r.startswith(op):
             try:
-                x = float(r[len(op):])
+                x = float(r[len(op) :])
             except ValueError:
                 break
             if math.isfinite(x):

@@ -20,6 +20,7 @@ new classes, and the geometric complexity of a feature map.
 
 Everything that draws takes a ``seed`` and uses a private generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,19 @@ from ._rng import generator
 from .features import extract
 from .stats import spearman  # noqa: F401  (the exact rank correlation, re-exported)
 
-__all__ = ["features_at", "cdnv_of", "few_shot_episodes", "ncc_few_shot", "FewShotResult", "mean_ci",
-           "transfer_metrics", "geometric_complexity", "spearman", "source_config", "target_set"]
+__all__ = [
+    "features_at",
+    "cdnv_of",
+    "few_shot_episodes",
+    "ncc_few_shot",
+    "FewShotResult",
+    "mean_ci",
+    "transfer_metrics",
+    "geometric_complexity",
+    "spearman",
+    "source_config",
+    "target_set",
+]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -118,8 +130,9 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
     return float(v.mean()), z * float(v.std(unbiased=True)) / math.sqrt(v.numel())
 
 
-def few_shot_episodes(labels: Tensor, *, ways: int, shots: int, queries: int, episodes: int,
-                      seed: int = 0) -> tuple[Tensor, Tensor]:
+def few_shot_episodes(
+    labels: Tensor, *, ways: int, shots: int, queries: int, episodes: int, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """Seeded N-way k-shot episodes: indices ``(support, query)`` of shapes E×N×k and E×N×q.
 
     Each episode draws ``ways`` distinct classes uniformly among those in ``labels``, then
@@ -134,8 +147,7 @@ def few_shot_episodes(labels: Tensor, *, ways: int, shots: int, queries: int, ep
         raise ValueError(f"ways={ways} exceeds the {len(classes)} classes available")
     need = shots + queries
     if int(counts.min()) < need:
-        raise ValueError(f"every class needs ≥ shots + queries = {need} samples; "
-                         f"the smallest has {int(counts.min())}")
+        raise ValueError(f"every class needs ≥ shots + queries = {need} samples; the smallest has {int(counts.min())}")
     # a C×max-count table of each class's sample indices (padded), then random keys: the
     # `need` smallest keys of a row are a uniform draw without replacement from that class
     order = torch.argsort(inv, stable=True)
@@ -143,13 +155,13 @@ def few_shot_episodes(labels: Tensor, *, ways: int, shots: int, queries: int, ep
     C, width = len(classes), int(counts.max())
     pos = torch.arange(width)
     table = order[(starts[:, None] + pos.clamp_max(counts[:, None] - 1)).clamp_max(len(order) - 1)]
-    pad = pos[None, :] >= counts[:, None]                      # C×width
+    pad = pos[None, :] >= counts[:, None]  # C×width
     picks = []
     for s in range(0, episodes, 256):
         e = min(256, episodes - s)
-        cls = torch.rand(e, C, generator=g).argsort(1)[:, :ways]            # e×N distinct classes
+        cls = torch.rand(e, C, generator=g).argsort(1)[:, :ways]  # e×N distinct classes
         keys = torch.rand(e, ways, width, generator=g).masked_fill(pad[cls], 2.0)
-        within = keys.argsort(2)[:, :, :need]                                # e×N×need distinct positions
+        within = keys.argsort(2)[:, :, :need]  # e×N×need distinct positions
         picks.append(torch.gather(table[cls], 2, within))
     picks = torch.cat(picks)
     return picks[:, :, :shots], picks[:, :, shots:]
@@ -171,8 +183,17 @@ class FewShotResult:
         return f"{self.ways}-way {self.shots}-shot: {self.mean:.3f} ± {self.ci:.3f}"
 
 
-def ncc_few_shot(features: Tensor, labels: Tensor, *, ways: int = 5, shots: int = 1, queries: int = 15,
-                 episodes: int = 600, seed: int = 0, level: float = 0.95) -> FewShotResult:
+def ncc_few_shot(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    level: float = 0.95,
+) -> FewShotResult:
     r"""N-way k-shot accuracy of the nearest-class-mean classifier on frozen features.
 
     In each episode (:func:`few_shot_episodes`) the class means of the k support samples,
@@ -187,9 +208,9 @@ def ncc_few_shot(features: Tensor, labels: Tensor, *, ways: int = 5, shots: int 
     sup, qry = few_shot_episodes(labels, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed)
     F = features.double()
     accs = []
-    for s in range(0, episodes, 64):                           # chunks keep E×N×q×D small
-        protos = F[sup[s:s + 64]].mean(2)                      # E×N×D
-        Q = F[qry[s:s + 64]]                                   # E×N×q×D
+    for s in range(0, episodes, 64):  # chunks keep E×N×q×D small
+        protos = F[sup[s : s + 64]].mean(2)  # E×N×D
+        Q = F[qry[s : s + 64]]  # E×N×q×D
         E, N, q, D = Q.shape
         # argmin_n ‖h − μ_n‖² = argmin_n (‖μ_n‖² − 2⟨h, μ_n⟩): one batched product
         score = protos.pow(2).sum(-1).unsqueeze(1) - 2 * torch.bmm(Q.reshape(E, N * q, D), protos.transpose(1, 2))
@@ -200,8 +221,16 @@ def ncc_few_shot(features: Tensor, labels: Tensor, *, ways: int = 5, shots: int 
     return FewShotResult(ways, shots, m, ci, level, acc)
 
 
-def transfer_metrics(features: Tensor, labels: Tensor, *, ways: int = 20, shots=(1, 5), queries: int = 15,
-                     episodes: int = 300, seed: int = 0) -> dict:
+def transfer_metrics(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    ways: int = 20,
+    shots=(1, 5),
+    queries: int = 15,
+    episodes: int = 300,
+    seed: int = 0,
+) -> dict:
     """Target collapse and few-shot transfer of frozen features in one dict:
     ``{"cdnv": …, "fs1": mean, "fs1_ci": half-width, "fs5": …, …}`` — CDNV over all classes of
     ``labels`` (:func:`cdnv_of`) and ``ways``-way k-shot nearest-class-mean accuracy for each k in
@@ -214,8 +243,7 @@ def transfer_metrics(features: Tensor, labels: Tensor, *, ways: int = 20, shots=
 
 
 # ----------------------------------------------------------------------------- geometric complexity
-def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | None = None,
-                         seed: int = 0) -> float:
+def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | None = None, seed: int = 0) -> float:
     r"""Geometric complexity of a feature map on inputs ``X`` (Dherin et al. 2022; Munn, Dherin
     & Gonzalvo 2024): the mean squared Frobenius norm of its input Jacobian,
 
@@ -251,7 +279,7 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
     try:
         total = 0.0
         for s in range(0, X.shape[0], batch_size):
-            xb = X[s:s + batch_size].detach().to(dev).clone().requires_grad_(True)
+            xb = X[s : s + batch_size].detach().to(dev).clone().requires_grad_(True)
             with torch.enable_grad():
                 out = fn(xb)
                 if out.ndim != 2 or out.shape[0] != xb.shape[0]:
@@ -259,10 +287,10 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
                 # samples are independent, so the gradient of Σ_b ⟨v_b, f(x_b)⟩ w.r.t. x_b is v_bᵀJ(x_b)
                 n_dirs = out.shape[1] if probes is None else probes
                 for j in range(n_dirs):
-                    if probes is None:                            # exact: the D rows of every Jacobian
+                    if probes is None:  # exact: the D rows of every Jacobian
                         v = torch.zeros_like(out)
                         v[:, j] = 1.0
-                    else:                                         # Hutchinson: Gaussian probes
+                    else:  # Hutchinson: Gaussian probes
                         v = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out)
                     (gx,) = torch.autograd.grad(out, xb, grad_outputs=v, retain_graph=j < n_dirs - 1)
                     total += float(gx.detach().double().pow(2).sum()) / (1 if probes is None else probes)
@@ -273,7 +301,7 @@ def geometric_complexity(fn, X: Tensor, *, batch_size: int = 256, probes: int | 
 
 
 # ----------------------------------------------------------------------------- the chapter's recipe
-TARGET_OFFSET = 10_000   # many_class ids of the target classes: far from any source id used here
+TARGET_OFFSET = 10_000  # many_class ids of the target classes: far from any source id used here
 CIFAR100_SOURCE, CIFAR100_TARGET = tuple(range(50)), tuple(range(50, 100))
 
 
@@ -294,20 +322,42 @@ def source_config(profile: str, num_classes: int, *, n_per_class: int | None = N
     if n_per_class is not None:
         _pos_int(n_per_class, "n_per_class")
     if profile == "quick":
-        cfg = TrainConfig(data="many_class",
-                          data_kwargs={"num_classes": num_classes, "n_per_class": n_per_class or 50,
-                                       "n_test_per_class": 20, "seed": seed},
-                          model="mlp", model_kwargs={"width": 256, "depth": 3, "batchnorm": True},
-                          lr=0.05, weight_decay=5e-4, schedule="cosine", epochs=30, batch_size=128, n_logs=2,
-                          seed=seed)
+        cfg = TrainConfig(
+            data="many_class",
+            data_kwargs={
+                "num_classes": num_classes,
+                "n_per_class": n_per_class or 50,
+                "n_test_per_class": 20,
+                "seed": seed,
+            },
+            model="mlp",
+            model_kwargs={"width": 256, "depth": 3, "batchnorm": True},
+            lr=0.05,
+            weight_decay=5e-4,
+            schedule="cosine",
+            epochs=30,
+            batch_size=128,
+            n_logs=2,
+            seed=seed,
+        )
     else:
         if num_classes > len(CIFAR100_SOURCE):
             raise ValueError(f"the CIFAR-100 source half has {len(CIFAR100_SOURCE)} classes, asked for {num_classes}")
         dk = {"classes": list(CIFAR100_SOURCE[:num_classes]), "download": True, "seed": seed}
         if n_per_class is not None:
             dk["n_train"] = 100 * n_per_class
-        cfg = TrainConfig(data="cifar100", data_kwargs=dk, model="resnet18", lr=0.05, weight_decay=5e-4,
-                          schedule="cosine", epochs=100, batch_size=128, n_logs=10, seed=seed)
+        cfg = TrainConfig(
+            data="cifar100",
+            data_kwargs=dk,
+            model="resnet18",
+            lr=0.05,
+            weight_decay=5e-4,
+            schedule="cosine",
+            epochs=100,
+            batch_size=128,
+            n_logs=10,
+            seed=seed,
+        )
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -33,6 +33,7 @@ seed, requirements. `otter assign` then writes
 per exercise, score and passed/failed (hidden tests included), also written to ``grades.json`` and
 ``grades.csv`` in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,15 @@ FIXED_SEED = 0
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 GRADESCOPE_FILES = "/autograder/source/files"  # where otter's setup puts the zip's files/
 # distribution names for import names that differ (everything the chapters may import)
-DIST_OF = {"nclib": "neural-collapse-book", "sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml",
-           "IPython": "ipython", "otter": "otter-grader", "myst_nb": "myst-nb"}
+DIST_OF = {
+    "nclib": "neural-collapse-book",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "IPython": "ipython",
+    "otter": "otter-grader",
+    "myst_nb": "myst-nb",
+}
 # imported only where available (guarded by try/except ImportError in the chapters)
 OPTIONAL_IMPORTS = {"google", "myst_nb"}
 
@@ -150,23 +158,28 @@ WHEEL_PLACEHOLDER = "@WHEEL@"
 
 def _config(cell, chapter: str) -> str:
     cfg = yaml.safe_load(cell.source.split("\n", 1)[1]) or {}
-    cfg.update({
-        "name": cfg.get("name", f"ch{chapter}"),
-        "init_cell": True,
-        "check_all_cell": True,
-        "export_cell": {"pdf": False, "run_tests": False,
-                        "instructions": "Hand in the zip file (on Colab: the downloaded .ipynb)."},
-        "run_tests": False,  # the test suite grades the solution itself (tests/test_assignments.py)
-        "seed": {"variable": "SEED", "autograder_value": FIXED_SEED, "student_value": FIXED_SEED},
-        "solutions_pdf": False,
-        "template_pdf": False,
-        "tests": {"files": True},  # written as files by otter; embedded into the init cell below
-        "requirements": "requirements.txt",
-        "overwrite_requirements": False,
-        "autograder_files": [WHEEL_PLACEHOLDER],
-        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "generate": {"pdf": False, "show_stdout": True, "show_hidden": True},
-    })
+    cfg.update(
+        {
+            "name": cfg.get("name", f"ch{chapter}"),
+            "init_cell": True,
+            "check_all_cell": True,
+            "export_cell": {
+                "pdf": False,
+                "run_tests": False,
+                "instructions": "Hand in the zip file (on Colab: the downloaded .ipynb).",
+            },
+            "run_tests": False,  # the test suite grades the solution itself (tests/test_assignments.py)
+            "seed": {"variable": "SEED", "autograder_value": FIXED_SEED, "student_value": FIXED_SEED},
+            "solutions_pdf": False,
+            "template_pdf": False,
+            "tests": {"files": True},  # written as files by otter; embedded into the init cell below
+            "requirements": "requirements.txt",
+            "overwrite_requirements": False,
+            "autograder_files": [WHEEL_PLACEHOLDER],
+            "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "generate": {"pdf": False, "show_stdout": True, "show_hidden": True},
+        }
+    )
     return "# ASSIGNMENT CONFIG\n" + yaml.safe_dump(cfg, sort_keys=False).strip()
 
 
@@ -180,7 +193,9 @@ def assignment_master(src: Path):
     nb = jupytext.read(src)
     cells = nb.cells
     chapter = src.name[:2]
-    first_section = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("## "))
+    first_section = next(
+        i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("## ")
+    )
     regions = question_regions(cells)
     if not regions:
         raise SystemExit(f"{src.name}: no exercises")
@@ -191,15 +206,21 @@ def assignment_master(src: Path):
     defined = set(dir(builtins))
     for i in setup:
         defined |= _names(cells[i].source)[0]
-    for name, a, b in regions:
+    for _name, a, b in regions:
         # context: the prose just before the exercise (back to the previous code cell)
         j = a - 1
         while j >= 0 and cells[j].cell_type in ("markdown", "raw") and j not in keep and j > title:
             j -= 1
         ctx = [k for k in range(j + 1, a) if cells[k].cell_type == "markdown"]
         if not any(cells[k].source.lstrip().startswith("#") for k in ctx):
-            head = next((k for k in range(a - 1, title, -1) if cells[k].cell_type == "markdown"
-                         and cells[k].source.lstrip().startswith("## ")), None)
+            head = next(
+                (
+                    k
+                    for k in range(a - 1, title, -1)
+                    if cells[k].cell_type == "markdown" and cells[k].source.lstrip().startswith("## ")
+                ),
+                None,
+            )
             if head is not None and head not in keep:
                 ctx.insert(0, head)
         # code the exercise needs from outside its region (transitively)
@@ -212,7 +233,10 @@ def assignment_master(src: Path):
         need -= defined
         while need:
             n = need.pop()
-            k = next((k for k in range(a - 1, -1, -1) if cells[k].cell_type == "code" and n in _names(cells[k].source)[0]), None)
+            k = next(
+                (k for k in range(a - 1, -1, -1) if cells[k].cell_type == "code" and n in _names(cells[k].source)[0]),
+                None,
+            )
             if k is None or k in keep or k in deps:
                 continue
             deps.append(k)
@@ -220,7 +244,9 @@ def assignment_master(src: Path):
             defined |= d
             need |= l - defined
         keep += sorted(set(ctx) - set(keep)) + sorted(deps) + list(range(a, b + 1))
-    out = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    out = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     for i in keep:
         c = cells[i]
         meta = {"tags": c.metadata["tags"]} if c.metadata.get("tags") else {}
@@ -229,11 +255,15 @@ def assignment_master(src: Path):
         elif i == title:
             text = re.sub(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*", "", c.source)
             head, _, rest = text.partition("\n")
-            out.cells.append(nbformat.v4.new_markdown_cell(
-                head + "\n\n*Assignment.* This notebook holds the exercises of the chapter with the setup they need; "
-                "the chapter's experiments and reproduction claims are in the book. Run it top to bottom "
-                "(locally or on Colab), complete every `...`, check your work with the `grader.check` cells, "
-                "and hand in what the last cell exports. The seed is fixed: the autograder runs the same notebook."))
+            out.cells.append(
+                nbformat.v4.new_markdown_cell(
+                    head
+                    + "\n\n*Assignment.* This notebook holds the exercises of the chapter with the setup they need; "
+                    "the chapter's experiments and reproduction claims are in the book. Run it top to bottom "
+                    "(locally or on Colab), complete every `...`, check your work with the `grader.check` cells, "
+                    "and hand in what the last cell exports. The seed is fixed: the autograder runs the same notebook."
+                )
+            )
         elif c.cell_type == "code":
             src_ = c.source + PARAMS_APPENDIX if "parameters" in c.metadata.get("tags", []) else c.source
             out.cells.append(nbformat.v4.new_code_cell(src_, metadata=meta))
@@ -248,7 +278,7 @@ def assignment_master(src: Path):
 def _pins() -> dict[str, str]:
     pins = {}
     f = ROOT / "requirements" / "constraints.txt"
-    for line in (f.read_text().splitlines() if f.exists() else []):
+    for line in f.read_text().splitlines() if f.exists() else []:
         m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", line.strip())
         if m:
             pins[_norm(m.group(1))] = m.group(2)
@@ -263,7 +293,7 @@ def _project_deps() -> list[str]:
     import tomllib
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    return [_norm(re.split(r"[<>=!~;\[ ]", d, 1)[0]) for d in deps]
+    return [_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in deps]
 
 
 def build_wheel(dest: Path) -> Path:
@@ -273,10 +303,14 @@ def build_wheel(dest: Path) -> Path:
         for f in ("pyproject.toml", "README.md", "LICENSE"):
             if (ROOT / f).exists():
                 shutil.copy(ROOT / f, Path(tmp) / f)
-        shutil.copytree(ROOT / "nclib", Path(tmp) / "nclib",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.lock", "*.tmp"))
-        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(dest), tmp], capture_output=True, text=True)
+        shutil.copytree(
+            ROOT / "nclib", Path(tmp) / "nclib", ignore=shutil.ignore_patterns("__pycache__", "*.lock", "*.tmp")
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), tmp],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise SystemExit(f"building the nclib wheel failed:\n{r.stdout}\n{r.stderr}")
     return max(dest.glob("neural_collapse_book-*.whl"), key=lambda p: p.stat().st_mtime)
@@ -304,7 +338,7 @@ def requirements(master, wheel_name: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- generate
-_INIT = '''# Initialize Otter: installed on the fly where it is missing (Colab); this notebook's visible
+_INIT = """# Initialize Otter: installed on the fly where it is missing (Colab); this notebook's visible
 # tests are embedded below and written to tests/ (nothing to download besides this notebook)
 import importlib.util, json, os, subprocess, sys
 if importlib.util.find_spec("otter") is None:
@@ -315,14 +349,14 @@ for _name, _text in _TESTS.items():
     with open(os.path.join("tests", _name), "w") as _f:
         _f.write(_text)
 import otter
-grader = otter.Notebook({nb_name!r}, tests_dir="tests")'''
+grader = otter.Notebook({nb_name!r}, tests_dir="tests")"""
 
-_EXPORT = '''# Save your notebook first, then run this cell to export your submission.
+_EXPORT = """# Save your notebook first, then run this cell to export your submission.
 try:
     import google.colab  # noqa: F401  (otter cannot read the open notebook on Colab)
     print("On Colab: File > Download > Download .ipynb, and hand in that notebook.")
 except ImportError:
-    grader.export({args})'''
+    grader.export({args})"""
 
 
 def _finish_student(student_dir: Path, nb_name: str) -> None:
@@ -369,8 +403,10 @@ def generate(chapters: list[str]) -> list[Path]:
                 raise SystemExit(f"otter assign failed for {src.name}:\n{r.stdout}\n{r.stderr}")
         _finish_student(dest / "student", nb_name)
         zip_path = next((dest / "autograder").glob("*.zip"))
-        print(f"{src.name}: student → {os.path.relpath(dest / 'student' / nb_name)}, "
-              f"autograder → {os.path.relpath(zip_path)}")
+        print(
+            f"{src.name}: student → {os.path.relpath(dest / 'student' / nb_name)}, "
+            f"autograder → {os.path.relpath(zip_path)}"
+        )
         done.append(dest)
     return done
 
@@ -394,9 +430,14 @@ def grade(student: Path, chapter: str | None = None, out: Path | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     res_file = out / "results.json"
     res_file.unlink(missing_ok=True)
-    for attempt in range(2):  # a kernel can die of a heartbeat timeout on a loaded machine: retry once
-        r = subprocess.run([_otter(), "run", "-a", str(zip_path), "-o", str(out), str(student)],
-                           cwd=student.parent, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    for _attempt in range(2):  # a kernel can die of a heartbeat timeout on a loaded machine: retry once
+        r = subprocess.run(
+            [_otter(), "run", "-a", str(zip_path), "-o", str(out), str(student)],
+            cwd=student.parent,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MPLBACKEND": "Agg"},
+        )
         if res_file.exists() or "DeadKernelError" not in r.stdout + r.stderr:
             break
     if not res_file.exists():
@@ -407,8 +448,9 @@ def grade(student: Path, chapter: str | None = None, out: Path | None = None) ->
         if "max_score" not in t or t.get("name") == "Public Tests":
             continue
         score, mx = float(t.get("score") or 0), float(t["max_score"])
-        rows.append({"exercise": t["name"], "score": score, "max_score": mx,
-                     "status": "passed" if score >= mx else "failed"})
+        rows.append(
+            {"exercise": t["name"], "score": score, "max_score": mx, "status": "passed" if score >= mx else "failed"}
+        )
     (out / "grades.json").write_text(json.dumps({"notebook": str(student), "exercises": rows}, indent=1))
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["exercise", "score", "max_score", "status"])

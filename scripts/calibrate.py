@@ -21,6 +21,7 @@ they disagree. The chapters read that table; a claim whose rule changed since, o
 entry, stops the chapter until it is recalibrated. The table printed at the end is the
 calibration report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,13 @@ NUMERICS = {
     "native": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, so several
     # two-thread executions at once do not starve each other (no effect on the numbers)
-    "emulated": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-                 "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    "emulated": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "OMP_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    },
 }
 
 
@@ -66,12 +72,25 @@ def execute(src: Path, numerics: str, seeds: int, timeout: int) -> tuple[Path, f
     cache = out_dir / "nclib-cache"
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")}
-    env.update(NUMERICS[numerics], NCLIB_PROFILE="quick", NCLIB_SEED="0", NCLIB_SEEDS=str(seeds), NCLIB_CALIBRATE="1",
-               NCLIB_CACHE=str(cache), NCLIB_PROCS="1", MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(
+        NUMERICS[numerics],
+        NCLIB_PROFILE="quick",
+        NCLIB_SEED="0",
+        NCLIB_SEEDS=str(seeds),
+        NCLIB_CALIBRATE="1",
+        NCLIB_CACHE=str(cache),
+        NCLIB_PROCS="1",
+        MPLBACKEND="Agg",
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+    )
     out = out_dir / (src.stem + ".ipynb")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, __file__, "--execute", str(src), str(out), str(timeout)], env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, __file__, "--execute", str(src), str(out), str(timeout)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{src.name} under {numerics} numerics failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return out, time.perf_counter() - t0
@@ -83,8 +102,9 @@ def _execute_here(src: str, out: str, timeout: str) -> None:
     from nbclient import NotebookClient
 
     nb = jupytext.read(src)
-    NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
-                   resources={"metadata": {"path": str(Path(src).parent)}}).execute()
+    NotebookClient(
+        nb, timeout=int(timeout), kernel_name="python3", resources={"metadata": {"path": str(Path(src).parent)}}
+    ).execute()
     nbformat.write(nb, out)
 
 
@@ -101,9 +121,12 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="executions at a time (default 2)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell timeout, seconds")
     ap.add_argument("--fresh", action="store_true", help="empty the calibration results caches first")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse an executed notebook of an earlier calibration when it is newer than the chapter "
-                         "source and every nclib module and has the same number of seeds")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse an executed notebook of an earlier calibration when it is newer than the chapter "
+        "source and every nclib module and has the same number of seeds",
+    )
     a = ap.parse_args()
     if a.seeds < 5:
         raise SystemExit("--seeds must be at least 5")
@@ -134,12 +157,15 @@ def main() -> int:
     table = json.loads(TABLE.read_text()) if TABLE.exists() else {"claims": {}}
     rows = []
     for src in srcs:
-        per = {n: {r["id"]: r for r in records_from_notebook(results[(src, n)][0]) if r.get("kind") == "reproduction"}
-               for n in NUMERICS}
+        per = {
+            n: {r["id"]: r for r in records_from_notebook(results[(src, n)][0]) if r.get("kind") == "reproduction"}
+            for n in NUMERICS
+        }
         ids = list(per["native"])
         if set(ids) != set(per["emulated"]):
-            raise SystemExit(f"{src.name}: the two numerics recorded different claims: "
-                             f"{sorted(set(ids) ^ set(per['emulated']))}")
+            raise SystemExit(
+                f"{src.name}: the two numerics recorded different claims: {sorted(set(ids) ^ set(per['emulated']))}"
+            )
         chap = {r["chapter"] for r in per["native"].values()}
         table["claims"] = {k: v for k, v in table["claims"].items() if v.get("chapter") not in chap}
         for cid in ids:
@@ -147,17 +173,29 @@ def main() -> int:
             r0 = recs["native"]
             runs = {n: {"seeds": recs[n]["seeds"], "values": recs[n]["values"]} for n in NUMERICS}
             exp = calibrated_status(r0["rule"], r0["method"], {n: runs[n]["values"] for n in NUMERICS}, n=3)
-            table["claims"][cid] = {"chapter": r0["chapter"], "statement": r0["statement"], "rule": r0["rule"],
-                                    "method": r0["method"], "expected": exp, "runs": runs}
+            table["claims"][cid] = {
+                "chapter": r0["chapter"],
+                "statement": r0["statement"],
+                "rule": r0["rule"],
+                "method": r0["method"],
+                "expected": exp,
+                "runs": runs,
+            }
             lo = min(min(runs[n]["values"]) for n in NUMERICS)
             hi = max(max(runs[n]["values"]) for n in NUMERICS)
             rows.append((cid, r0["rule"], exp, lo, hi))
     old_seconds = table.get("meta", {}).get("seconds", {})
-    table["meta"] = {"written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "seeds": a.seeds, "numerics": NUMERICS, "machine": platform.processor() or platform.machine(),
-                     "python": platform.python_version(),
-                     "seconds": {**old_seconds, **{f"{s.stem}/{n}": round(results[(s, n)][1], 1) for s, n in jobs
-                                                   if results[(s, n)][1] is not None}}}
+    table["meta"] = {
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seeds": a.seeds,
+        "numerics": NUMERICS,
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "seconds": {
+            **old_seconds,
+            **{f"{s.stem}/{n}": round(results[(s, n)][1], 1) for s, n in jobs if results[(s, n)][1] is not None},
+        },
+    }
     table["claims"] = dict(sorted(table["claims"].items()))
     tmp = TABLE.with_suffix(".tmp")
     tmp.write_text(json.dumps(table, indent=1, sort_keys=False) + "\n")
@@ -168,8 +206,10 @@ def main() -> int:
     for cid, rule, exp, lo, hi in rows:
         print(f"{cid:<{w}}  {rule:<14} {exp:<15} [{lo:.4g}, {hi:.4g}]")
     counts = {s: sum(r[2] == s for r in rows) for s in ("reproduced", "not reproduced", "inconclusive")}
-    print(f"\n{len(rows)} claims: {counts}; {time.perf_counter() - t0:.0f} s; per execution: "
-          + ", ".join(f"{s.stem}/{n} {results[(s, n)][1]:.0f}s" for s, n in jobs if results[(s, n)][1] is not None))
+    print(
+        f"\n{len(rows)} claims: {counts}; {time.perf_counter() - t0:.0f} s; per execution: "
+        + ", ".join(f"{s.stem}/{n} {results[(s, n)][1]:.0f}s" for s, n in jobs if results[(s, n)][1] is not None)
+    )
     print(f"wrote {TABLE.relative_to(ROOT)}")
     return 0
 

@@ -5,6 +5,7 @@
 writes notebooks/09_slug.md; then `python scripts/sync_notebooks.py` fills the Colab cells from
 `_config.yml` and generates notebooks/09_slug.ipynb.
 """
+
 import sys
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import nbformat as nbf
 sys.path.insert(0, str(Path(__file__).parent))
 from sync_notebooks import KERNELSPEC, colab_cells  # noqa: E402
 
-PARAMETERS = ('import os\n'
-              'PROFILE = os.environ.get("NCLIB_PROFILE", "quick")  # "quick": CPU, embedded data · "full": GPU, paper scale\n'
-              'SEED = int(os.environ.get("NCLIB_SEED", 0))  # first seed of the family; claims use SEED, SEED+1, ...\n'
-              'N_SEEDS = int(os.environ.get("NCLIB_SEEDS", 3))  # seeds per reproduction claim (>= 3)')
+PARAMETERS = (
+    "import os\n"
+    'PROFILE = os.environ.get("NCLIB_PROFILE", "quick")  # "quick": CPU, embedded data · "full": GPU, paper scale\n'
+    'SEED = int(os.environ.get("NCLIB_SEED", 0))  # first seed of the family; claims use SEED, SEED+1, ...\n'
+    'N_SEEDS = int(os.environ.get("NCLIB_SEEDS", 3))  # seeds per reproduction claim (>= 3)'
+)
 
 
 def main(num: str, slug: str, title: str) -> None:
@@ -30,8 +33,10 @@ def main(num: str, slug: str, title: str) -> None:
         nbf.v4.new_markdown_cell(f"# {title}\n\n{badge}"),
         nbf.v4.new_code_cell(install),
         nbf.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-        nbf.v4.new_code_cell("import nclib\nfrom nclib.claims import claim, check\n\n"
-                             "device = nclib.setup_notebook(PROFILE, SEED)\nSEEDS = nclib.seed_family(SEED, N_SEEDS)"),
+        nbf.v4.new_code_cell(
+            "import nclib\nfrom nclib.claims import claim, check\n\n"
+            "device = nclib.setup_notebook(PROFILE, SEED)\nSEEDS = nclib.seed_family(SEED, N_SEEDS)"
+        ),
         nbf.v4.new_markdown_cell("## Reproduction checks"),
     ]
     nb.metadata["kernelspec"] = dict(KERNELSPEC)

@@ -12,6 +12,7 @@ into each source's first markdown cell (badge) and first code cell (install cell
     python scripts/sync_notebooks.py           # rewrite the .ipynb files (and fix the Colab cells)
     python scripts/sync_notebooks.py --check   # report drift only; exit 1 if any
 """
+
 import argparse
 import hashlib
 import importlib.util
@@ -47,18 +48,22 @@ def colab_cells(nb_name: str):
     """The badge (markdown) and the install cell (code) for notebook file ``nb_name``."""
     url, branch = repo_info()
     gh = url.split("github.com/")[-1]
-    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"(https://colab.research.google.com/github/{gh}/blob/{branch}/"
-             f"{READER_DIR if COLAB_OPENS_READER_EDITION else 'notebooks'}/{nb_name})")
-    install = (f"{INSTALL_MARK}: on Google Colab, install nclib from the repository; elsewhere do nothing.\n"
-               "import importlib.util, subprocess, sys\n"
-               "try:\n"
-               "    import google.colab  # noqa: F401  (only importable on Colab)\n"
-               "    ON_COLAB = True\n"
-               "except ImportError:\n"
-               "    ON_COLAB = False\n"
-               "if ON_COLAB and importlib.util.find_spec(\"nclib\") is None:\n"
-               f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{url}@{branch}\"], check=True)")
+    badge = (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{gh}/blob/{branch}/"
+        f"{READER_DIR if COLAB_OPENS_READER_EDITION else 'notebooks'}/{nb_name})"
+    )
+    install = (
+        f"{INSTALL_MARK}: on Google Colab, install nclib from the repository; elsewhere do nothing.\n"
+        "import importlib.util, subprocess, sys\n"
+        "try:\n"
+        "    import google.colab  # noqa: F401  (only importable on Colab)\n"
+        "    ON_COLAB = True\n"
+        "except ImportError:\n"
+        "    ON_COLAB = False\n"
+        'if ON_COLAB and importlib.util.find_spec("nclib") is None:\n'
+        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+{url}@{branch}"], check=True)'
+    )
     return badge, install
 
 
@@ -86,7 +91,7 @@ def to_ipynb(nb):
     out = nbf.v4.new_notebook()
     out.metadata["kernelspec"] = dict(KERNELSPEC)
     seen = set()
-    for i, c in enumerate(nb.cells):
+    for c in nb.cells:
         meta = {k: v for k, v in c.metadata.items() if k in ("tags",)}
         if c.cell_type == "code":
             cell = nbf.v4.new_code_cell(c.source, metadata=meta)
@@ -123,8 +128,11 @@ def write_reader_edition(nb, dest: Path, check: bool) -> list[str]:
     if not check:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(want)
-    return [f"{dest.relative_to(dest.parents[1])} is not the reader's edition of its source" if have is not None
-            else f"{dest.name} (reader's edition) is missing"]
+    return [
+        f"{dest.relative_to(dest.parents[1])} is not the reader's edition of its source"
+        if have is not None
+        else f"{dest.name} (reader's edition) is missing"
+    ]
 
 
 def sources() -> list[Path]:
@@ -141,8 +149,11 @@ def sync(source: Path, check: bool) -> list[str]:
     want = nbf.writes(to_ipynb(nb))
     have = ipynb.read_text() if ipynb.exists() else None
     if have != want:
-        problems.append(f"{ipynb.name} is not what {source.name} generates (edit the .md, then run this script)"
-                        if have is not None else f"{ipynb.name} is missing")
+        problems.append(
+            f"{ipynb.name} is not what {source.name} generates (edit the .md, then run this script)"
+            if have is not None
+            else f"{ipynb.name} is missing"
+        )
         if not check:
             ipynb.write_text(want)
     if COLAB_OPENS_READER_EDITION:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite:
+#   0. ruff: lint and format check of nclib, tests, scripts, benchmarks, book/_ext;
 #   1. nclib unit tests and every chapter notebook under nbval (2 workers; conftest.py orders notebooks first; loadfile keeps
 #      each notebook on one worker);
 #   2. the book built and checked in headless Chromium (tests marked `book`), after phase 1 so
@@ -13,6 +14,9 @@ if [ "$#" -gt 0 ]; then
     exec "${PYTEST[@]}" "$@"
 fi
 start=$(date +%s)
+# lint and format (configured in pyproject.toml [tool.ruff]); `ruff format .` fixes the formatting
+ruff check .
+ruff format --check .
 # the xdist workers already use both cores: each trains its chapter's seeds one after the other
 NCLIB_PROCS="${NCLIB_PROCS:-1}" "${PYTEST[@]}" -m "not book" tests notebooks
 python -m pytest -m book tests/test_book_browser.py

@@ -7,6 +7,7 @@ rank saved. Everything lands in ``out_dir/rank<RANK>.pt`` (a traceback in ``rank
 
 Also runnable as ``python _fit_dist_worker.py RANK WORLD PORT OUT_DIR CACHE_ROOT CONFIGS_JSON``.
 """
+
 import json
 import os
 import sys
@@ -34,13 +35,23 @@ def run(rank, world, port, out_dir, cache_root, configs):
             runs = []
             for c in configs:
                 r = train.fit(train.TrainConfig(**c), cache=False, progress=False)
-                runs.append({"history": r.history.to_dict("list"), "curve": r.curve.to_dict("list"),
-                             "state": r.model.state_dict()})
-            cached = train.fit(train.TrainConfig(**configs[0]), cache=True, root=cache_root, progress=False,
-                               checkpoint_every=1)
+                runs.append(
+                    {
+                        "history": r.history.to_dict("list"),
+                        "curve": r.curve.to_dict("list"),
+                        "state": r.model.state_dict(),
+                    }
+                )
+            cached = train.fit(
+                train.TrainConfig(**configs[0]), cache=True, root=cache_root, progress=False, checkpoint_every=1
+            )
             dist.barrier()
-            result = {"runs": runs, "saved": saved, "cached_history": cached.history.to_dict("list"),
-                      "cached_state": cached.model.state_dict()}
+            result = {
+                "runs": runs,
+                "saved": saved,
+                "cached_history": cached.history.to_dict("list"),
+                "cached_state": cached.model.state_dict(),
+            }
             torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         finally:
             dist.destroy_process_group()

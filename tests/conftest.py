@@ -3,6 +3,7 @@
 The machines running these tests have few cores shared with other jobs: one BLAS/OpenMP thread
 per process is fastest for the small matrices used here.
 """
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,6 +1,7 @@
 """The architecture CONTRIBUTING.md describes, checked statically: nclib's import graph has no
 cycle (imports inside functions count: they only hide a circle until the function runs) and no
 module file is longer than ``MAX_LINES``."""
+
 import ast
 from pathlib import Path
 
@@ -32,12 +33,11 @@ def _targets(name: str, is_pkg: bool, node, known) -> list[str]:
         for a in node.names:
             if a.name == "nclib" or a.name.startswith("nclib."):
                 parts = a.name.split(".")
-                hits.append(next(".".join(parts[:i]) for i in range(len(parts), 0, -1)
-                                 if ".".join(parts[:i]) in known))
+                hits.append(next(".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in known))
         return hits
     if node.level:
         base = name.split(".") if is_pkg else name.split(".")[:-1]
-        base = base[:len(base) - (node.level - 1)]
+        base = base[: len(base) - (node.level - 1)]
         target = ".".join(base + (node.module.split(".") if node.module else []))
     elif node.module and (node.module == "nclib" or node.module.startswith("nclib.")):
         target = node.module
@@ -72,7 +72,7 @@ def _find_cycle(graph):
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == "open":
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state:
                 found = visit(d)
                 if found:
@@ -96,13 +96,13 @@ def test_import_graph_is_acyclic():
 
 def test_the_graph_sees_imports_inside_functions_and_packages():
     g = import_graph()
-    assert "nclib.losses" in g["nclib.imbalance"]           # top level
-    assert "nclib.train" in g["nclib.imbalance"]            # inside long_tail_recipe
-    assert "nclib.models" in g["nclib.train.loop"]          # a package's submodule, relative import
-    assert "nclib.evaluation" in g["nclib.train.loop"]      # ``from ..evaluation import`` inside a function
-    assert "nclib.train.config" in g["nclib.train"]         # a package re-exporting its parts
-    assert "nclib" in g["nclib.train.loop"]                 # ``from .. import __version__``
-    assert "nclib" in g["nclib.profiles"]                   # ``from . import __version__``
+    assert "nclib.losses" in g["nclib.imbalance"]  # top level
+    assert "nclib.train" in g["nclib.imbalance"]  # inside long_tail_recipe
+    assert "nclib.models" in g["nclib.train.loop"]  # a package's submodule, relative import
+    assert "nclib.evaluation" in g["nclib.train.loop"]  # ``from ..evaluation import`` inside a function
+    assert "nclib.train.config" in g["nclib.train"]  # a package re-exporting its parts
+    assert "nclib" in g["nclib.train.loop"]  # ``from .. import __version__``
+    assert "nclib" in g["nclib.profiles"]  # ``from . import __version__``
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -112,8 +112,15 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_core_modules_know_nothing_of_the_chapters():
     g = import_graph()
-    chapters = {"nclib.generalization", "nclib.transfer", "nclib.imbalance", "nclib.continual", "nclib.evaluation",
-                "nclib.claims", "nclib.plots"} | {m for m in g if m.startswith("nclib.ufm")}
+    chapters = {
+        "nclib.generalization",
+        "nclib.transfer",
+        "nclib.imbalance",
+        "nclib.continual",
+        "nclib.evaluation",
+        "nclib.claims",
+        "nclib.plots",
+    } | {m for m in g if m.startswith("nclib.ufm")}
     for core in ("nclib.metrics", "nclib.geometry", "nclib.losses", "nclib.data", "nclib.models"):
         assert not (g[core] & chapters), f"{core} imports {sorted(g[core] & chapters)}"
     for m in g:
@@ -147,7 +154,7 @@ def test_the_cache_fingerprint_reads_the_same_graph():
                 todo += g[x]
         return seen
 
-    short = lambda m: m[len("nclib."):] if m != "nclib" else "__init__"  # noqa: E731
+    short = lambda m: m[len("nclib.") :] if m != "nclib" else "__init__"  # noqa: E731
     for m in ("nclib.train", "nclib.train.loop", "nclib.continual", "nclib.imbalance", "nclib.ufm"):
         assert {short(x) for x in reach(m)} <= set(module_closure(short(m))), m
 
@@ -165,7 +172,9 @@ def test_one_definition_each():
     assert generalization.stays_zero_from is train.stays_zero_from
     assert continual._generator is __import__("nclib._rng", fromlist=["x"]).mixed_generator
     assert features.extract.__module__ == "nclib.features"
-    own = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-                 if any(isinstance(n, ast.FunctionDef) and n.name == "_generator"
-                        for n in ast.walk(ast.parse(p.read_text()))))
+    own = sorted(
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if any(isinstance(n, ast.FunctionDef) and n.name == "_generator" for n in ast.walk(ast.parse(p.read_text())))
+    )
     assert set(own) == OWN_GENERATOR_PENDING, own

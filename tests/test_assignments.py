@@ -6,6 +6,7 @@ every package the graded notebook and its tests import (a CPU torch and the ncli
 Only the exercise parts are executed (the student notebook holds the chapter's setup and its
 exercises, not its training runs): ~3 short kernels per chapter.
 """
+
 import importlib.metadata as md
 import importlib.util
 import os
@@ -108,7 +109,11 @@ def test_zip_requirements_name_every_import(generated, ch):
     wheels = [p for p in pip if p.endswith(".whl")]
     assert len(wheels) == 1 and f"files/{Path(wheels[0]).name}" in z.namelist()
     assert wheels[0].startswith(mod.GRADESCOPE_FILES + "/neural_collapse_book-")
-    named = {mod._norm(re.split(r"[<>=!~\[ ]", p, 1)[0]) for p in pip if not p.startswith("-") and not p.endswith(".whl")}
+    named = {
+        mod._norm(re.split(r"[<>=!~\[ ]", p, maxsplit=1)[0])
+        for p in pip
+        if not p.startswith("-") and not p.endswith(".whl")
+    }
     named.add("neural-collapse-book")
     assert {"torch", "numpy", "otter-grader"} <= named
     # everything the graded notebook and its tests import

@@ -1,11 +1,11 @@
 """Malformed input to nclib's public API: each case must raise the stated error type, with a
 message that names the argument at fault (a regular expression), never a silent number and never
 an error from deep inside torch. Issue 17's list of cryptic and silent cases is included."""
+
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -62,12 +62,19 @@ CASES = [
     ("nc1-route", lambda: metrics.nc1(STATS, route="fast"), ValueError, "route"),
     ("nc1-global-mean", lambda: metrics.nc1(STATS, global_mean="median"), ValueError, "global_mean"),
     ("equinorm-1d", lambda: metrics.equinorm(torch.ones(3)), ValueError, "means|2-D"),
-    ("equinorm-identical-means", lambda: metrics.equinorm(
-        metrics.FeatureStats(K, D).update(torch.ones(N, D, dtype=torch.float64), Y)), ValueError, "identical means"),
+    (
+        "equinorm-identical-means",
+        lambda: metrics.equinorm(metrics.FeatureStats(K, D).update(torch.ones(N, D, dtype=torch.float64), Y)),
+        ValueError,
+        "identical means",
+    ),
     ("equiangularity-nan", lambda: metrics.equiangularity(torch.full((K, D), float("nan"))), ValueError, "NaN"),
-    ("self-duality-identical-means", lambda: metrics.self_duality(
-        metrics.FeatureStats(K, D).update(torch.ones(N, D, dtype=torch.float64), Y), W), ValueError,
-     "coincide|identical|zero"),
+    (
+        "self-duality-identical-means",
+        lambda: metrics.self_duality(metrics.FeatureStats(K, D).update(torch.ones(N, D, dtype=torch.float64), Y), W),
+        ValueError,
+        "coincide|identical|zero",
+    ),
     ("self-duality-W-shape", lambda: metrics.self_duality(STATS, W.T), ValueError, "W"),
     ("self-duality-W-nan", lambda: metrics.self_duality(STATS, W * float("nan")), ValueError, "W"),
     ("ncc-nan-features", lambda: metrics.ncc_mismatch(NAN_X, W, MEANS), ValueError, "features"),
@@ -80,15 +87,28 @@ CASES = [
     ("mf-batch-float", lambda: metrics.measure_features(X, Y, num_classes=K, batch_size=2.5), TypeError, "batch_size"),
     ("mf-num-classes-small", lambda: metrics.measure_features(X, Y, num_classes=2), ValueError, "labels|num_classes"),
     ("mf-labels-len", lambda: metrics.measure_features(X, Y[:-1], num_classes=K), ValueError, "labels"),
-    ("mf-nan-bias", lambda: metrics.measure_features(X, Y, W, torch.full((K,), float("nan")), num_classes=K),
-     ValueError, "b"),
-    ("measure-triple-loader", lambda: metrics.measure(_model(), _TripleLoader(), num_classes=K), ValueError,
-     "loader"),
+    (
+        "mf-nan-bias",
+        lambda: metrics.measure_features(X, Y, W, torch.full((K,), float("nan")), num_classes=K),
+        ValueError,
+        "b",
+    ),
+    ("measure-triple-loader", lambda: metrics.measure(_model(), _TripleLoader(), num_classes=K), ValueError, "loader"),
     ("measure-not-module", lambda: metrics.measure("mlp", [], num_classes=K), TypeError, "model"),
-    ("measure-num-classes", lambda: metrics.measure(_model(), [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))], num_classes=0), ValueError,
-     "num_classes"),
-    ("measure-bad-layer", lambda: metrics.measure(_model(), [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))],
-                                                  num_classes=K, layer="nope"), ValueError, "layer"),
+    (
+        "measure-num-classes",
+        lambda: metrics.measure(_model(), [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))], num_classes=0),
+        ValueError,
+        "num_classes",
+    ),
+    (
+        "measure-bad-layer",
+        lambda: metrics.measure(
+            _model(), [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))], num_classes=K, layer="nope"
+        ),
+        ValueError,
+        "layer",
+    ),
     # ---- geometry
     ("etf-K-one", lambda: geometry.simplex_etf(1), ValueError, "K"),
     ("etf-K-float", lambda: geometry.simplex_etf(3.0), TypeError, "K"),
@@ -128,24 +148,98 @@ CASES = [
     ("rule-syntax", lambda: stats.parse_rule("about 3"), ValueError, "rule"),
     ("rule-equality", lambda: stats.parse_rule("== 1"), ValueError, "rule"),
     ("rule-status-order", lambda: stats.rule_status("> 1", 3.0, 2.0), ValueError, "lo|hi"),
-    ("claim-string-values", lambda: claims.claim("t.x", "s", values=["1.5", "2", "3"], rule="> 1", source="s",
-                                                  chapter=1, seeds=[0, 1, 2], profile="quick", display=False),
-     TypeError, "values"),
-    ("claim-seeds-mismatch", lambda: claims.claim("t.x", "s", values=[1.5, 2.0, 3.0], rule="> 1", source="s",
-                                                   chapter=1, seeds=[0, 1], profile="quick", display=False),
-     ValueError, "seeds|values"),
-    ("claim-nan-value", lambda: claims.claim("t.x", "s", values=[1.5, float("nan"), 3.0], rule="> 1", source="s",
-                                              chapter=1, seeds=[0, 1, 2], profile="quick", display=False),
-     ValueError, "value"),
-    ("claim-too-few-seeds", lambda: claims.claim("t.x", "s", values=[1.5, 2.0], rule="> 1", source="s",
-                                                  chapter=1, seeds=[0, 1], profile="quick", display=False),
-     ValueError, "seed"),
-    ("claim-interval", lambda: claims.claim("t.x", "s", values=[1.5, 2.0, 3.0], rule="> 1", source="s", chapter=1,
-                                             interval="iqr", profile="quick", display=False), ValueError, "interval"),
-    ("check-string-value", lambda: claims.check("t.c", "s", value="1.5", rule="> 1", source="s", chapter=1,
-                                                 display=False), TypeError, "value"),
-    ("check-tol-neg", lambda: claims.check("t.c", "s", value=1.5, rule="> 1", source="s", chapter=1, tol=-1.0,
-                                            display=False), ValueError, "tol"),
+    (
+        "claim-string-values",
+        lambda: claims.claim(
+            "t.x",
+            "s",
+            values=["1.5", "2", "3"],
+            rule="> 1",
+            source="s",
+            chapter=1,
+            seeds=[0, 1, 2],
+            profile="quick",
+            display=False,
+        ),
+        TypeError,
+        "values",
+    ),
+    (
+        "claim-seeds-mismatch",
+        lambda: claims.claim(
+            "t.x",
+            "s",
+            values=[1.5, 2.0, 3.0],
+            rule="> 1",
+            source="s",
+            chapter=1,
+            seeds=[0, 1],
+            profile="quick",
+            display=False,
+        ),
+        ValueError,
+        "seeds|values",
+    ),
+    (
+        "claim-nan-value",
+        lambda: claims.claim(
+            "t.x",
+            "s",
+            values=[1.5, float("nan"), 3.0],
+            rule="> 1",
+            source="s",
+            chapter=1,
+            seeds=[0, 1, 2],
+            profile="quick",
+            display=False,
+        ),
+        ValueError,
+        "value",
+    ),
+    (
+        "claim-too-few-seeds",
+        lambda: claims.claim(
+            "t.x",
+            "s",
+            values=[1.5, 2.0],
+            rule="> 1",
+            source="s",
+            chapter=1,
+            seeds=[0, 1],
+            profile="quick",
+            display=False,
+        ),
+        ValueError,
+        "seed",
+    ),
+    (
+        "claim-interval",
+        lambda: claims.claim(
+            "t.x",
+            "s",
+            values=[1.5, 2.0, 3.0],
+            rule="> 1",
+            source="s",
+            chapter=1,
+            interval="iqr",
+            profile="quick",
+            display=False,
+        ),
+        ValueError,
+        "interval",
+    ),
+    (
+        "check-string-value",
+        lambda: claims.check("t.c", "s", value="1.5", rule="> 1", source="s", chapter=1, display=False),
+        TypeError,
+        "value",
+    ),
+    (
+        "check-tol-neg",
+        lambda: claims.check("t.c", "s", value=1.5, rule="> 1", source="s", chapter=1, tol=-1.0, display=False),
+        ValueError,
+        "tol",
+    ),
     ("check-rule-str", lambda: claims.check_rule(1.0, 5), TypeError, "rule"),
     # ---- profiles
     ("profile-name", lambda: profiles.check_profile("slow"), ValueError, "(?i)profile"),
@@ -156,7 +250,12 @@ CASES = [
     ("coding-rate-eps", lambda: losses.coding_rate(X, 0.0), ValueError, "eps"),
     ("coding-rate-1d", lambda: losses.coding_rate(X[0], 0.5), ValueError, "Z"),
     ("mcr2-K", lambda: losses.MCR2Loss(0), ValueError, "num_classes"),
-    ("mse-scale", lambda: losses.mse_onehot_loss(W[:, :K], torch.tensor([0, 1, 2]), K, scale=-1.0), ValueError, "scale"),
+    (
+        "mse-scale",
+        lambda: losses.mse_onehot_loss(W[:, :K], torch.tensor([0, 1, 2]), K, scale=-1.0),
+        ValueError,
+        "scale",
+    ),
     # ---- models
     ("mlp-width", lambda: models.MLP(8, K, width=0), ValueError, "width"),
     ("mlp-depth-float", lambda: models.MLP(8, K, depth=2.5), TypeError, "depth"),
@@ -180,8 +279,12 @@ CASES = [
     ("cfg-label-noise", lambda: _cfg(label_noise=1.0), ValueError, "label_noise"),
     ("log-epochs-n", lambda: train.log_epochs(10, 0), ValueError, "n"),
     ("recipe-name", lambda: train.recipe("nope"), ValueError, "name|recipe"),
-    ("epoch-below-key", lambda: train.epoch_below(__import__("pandas").DataFrame({"epoch": [0], "nc1": [1.0]}), 0.5,
-                                                  key="nc9"), ValueError, "key"),
+    (
+        "epoch-below-key",
+        lambda: train.epoch_below(__import__("pandas").DataFrame({"epoch": [0], "nc1": [1.0]}), 0.5, key="nc9"),
+        ValueError,
+        "key",
+    ),
 ]
 
 # modules whose functions are looked up lazily (they import heavier dependencies)
@@ -191,18 +294,29 @@ LAZY = [
     ("imbalanced-ufm-counts", lambda: nclib.imbalance.imbalanced_ufm([10, 0]), ValueError, "counts"),
     ("class-priors-neg", lambda: nclib.imbalance.class_priors([3, -1]), ValueError, "counts"),
     ("per-class-acc-K", lambda: nclib.imbalance.per_class_accuracy(Y, Y, 0), ValueError, "num_classes"),
-    ("la-tau-nan", lambda: nclib.imbalance.logit_adjusted_loss(W, torch.tensor([0, 1, 2]), [1, 1, 1],
-                                                               tau=float("nan")), ValueError, "tau"),
+    (
+        "la-tau-nan",
+        lambda: nclib.imbalance.logit_adjusted_loss(W, torch.tensor([0, 1, 2]), [1, 1, 1], tau=float("nan")),
+        ValueError,
+        "tau",
+    ),
     ("split-tasks", lambda: nclib.continual.class_incremental_split(10, 20), ValueError, "num_tasks"),
-    ("replay-both", lambda: nclib.continual.ReplayBuffer(fraction=0.1, per_class=5), ValueError,
-     "fraction|per_class"),
+    ("replay-both", lambda: nclib.continual.ReplayBuffer(fraction=0.1, per_class=5), ValueError, "fraction|per_class"),
     ("few-shot-ways", lambda: nclib.transfer.ncc_few_shot(X, Y, ways=0), ValueError, "ways"),
     ("few-shot-level", lambda: nclib.transfer.ncc_few_shot(X, Y, ways=2, queries=2, level=1.5), ValueError, "level"),
     ("effective-rank-1d", lambda: nclib.evaluation.effective_rank(X[0]), ValueError, "Z"),
     ("probe-wd", lambda: nclib.evaluation.linear_probe(X, Y, weight_decay=-1.0), ValueError, "weight_decay"),
     ("budget-epochs", lambda: nclib.generalization.budget_epochs(0, 32, 100), ValueError, "n_train"),
-    ("ufm-lam", lambda: nclib.ufm.solve_ufm(K, D, lam=-1.0) if hasattr(nclib.ufm, "solve_ufm") else
-     (_ for _ in ()).throw(ValueError("lam (no solve_ufm)")), ValueError, "lam"),
+    (
+        "ufm-lam",
+        lambda: (
+            nclib.ufm.solve_ufm(K, D, lam=-1.0)
+            if hasattr(nclib.ufm, "solve_ufm")
+            else (_ for _ in ()).throw(ValueError("lam (no solve_ufm)"))
+        ),
+        ValueError,
+        "lam",
+    ),
 ]
 
 

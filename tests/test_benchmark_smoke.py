@@ -1,5 +1,6 @@
 """Smoke test of benchmarks/bench.py: the quick mode runs, prints its table, and the three metric
 implementations agree. No timing is asserted (speed lives in benchmarks/, see its README)."""
+
 import json
 import os
 import subprocess
@@ -11,10 +12,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_quick_mode_runs_and_agrees(tmp_path):
     out_json = tmp_path / "quick.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "NCLIB_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--json", str(out_json)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "NCLIB_CACHE": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--json", str(out_json)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"bench.py --quick failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     text = proc.stdout
     assert "1. NC1-NC4 + CDNV" in text and "2. Tracking overhead" in text and "(c) public library" in text
@@ -24,7 +36,7 @@ def test_benchmark_quick_mode_runs_and_agrees(tmp_path):
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("case") and line.rstrip().endswith("agree"))
     rows = []
-    for line in lines[header + 2:]:
+    for line in lines[header + 2 :]:
         if not line.strip() or line.startswith("   ("):
             break
         rows.append(line.split()[-1])
@@ -38,7 +50,7 @@ def test_benchmark_quick_mode_runs_and_agrees(tmp_path):
         assert set(case["methods"]) == want
         for key, m in case["methods"].items():
             if key == "c":
-                assert m["agree"] is None and m["max_rel_diff"] <= 1e-2   # float32 arithmetic, reported
+                assert m["agree"] is None and m["max_rel_diff"] <= 1e-2  # float32 arithmetic, reported
             else:
                 assert m["agree"] and m["max_rel_diff"] <= m["tol"] <= 1e-5
     t = res["tracking"]

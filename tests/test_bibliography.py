@@ -1,6 +1,7 @@
 """The bibliography and the chapters' references: author–year labels (book/_ext/bibstyle.py) that
 match the text's author–year citations, no internal notes in references.bib, every cited key in
 it, and every chapter linking the claims ledger."""
+
 import re
 import sys
 from pathlib import Path
@@ -38,8 +39,12 @@ def test_no_internal_notes():
 
 
 def test_every_cited_key_is_in_the_bibliography():
-    cited = {k.strip() for p in PAGES for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", p.read_text())
-             for k in group.split(",")}
+    cited = {
+        k.strip()
+        for p in PAGES
+        for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", p.read_text())
+        for k in group.split(",")
+    }
     assert cited and not cited - set(BIB.entries), sorted(cited - set(BIB.entries))
 
 

@@ -11,6 +11,7 @@ Screenshots of every page are kept in `_build/screenshots/` (build artefacts, no
 `NCLIB_BOOK_HTML=<dir>` checks an existing build instead of running scripts/book.sh (e.g. one
 built with execution off: the checks of executed outputs then fail, the others still apply).
 """
+
 import functools
 import http.server
 import json
@@ -27,8 +28,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.book
 
@@ -172,7 +181,14 @@ OUTPUTS = """() => {
         ledger_link: !!document.querySelector('main a[href*="claims_ledger"]'),
     };
 }"""
-RAW_REPRS = ("np.float64(", "np.int64(", "np.float32(", "device(type=", "<pandas.io.formats.style.Styler", "dtype=torch.")
+RAW_REPRS = (
+    "np.float64(",
+    "np.int64(",
+    "np.float32(",
+    "device(type=",
+    "<pandas.io.formats.style.Styler",
+    "dtype=torch.",
+)
 BAR = re.compile(r"\d{1,3}%\|[^|\n]{0,60}\|")
 
 
@@ -212,7 +228,7 @@ def test_every_page_reads_offline(server, browser, book):
         for pat in ("$", "\\(", "\\[", "\\begin{"):
             i = prose.find(pat)
             if i >= 0:
-                problems.append(f"{name}: stray {pat!r} in the rendered text: …{prose[max(0, i - 60):i + 40]!r}…")
+                problems.append(f"{name}: stray {pat!r} in the rendered text: …{prose[max(0, i - 60) : i + 40]!r}…")
         needed = [u for kind, u in blocked if kind in ("script", "stylesheet", "font", "xhr", "fetch")]
         if needed:
             problems.append(f"{name}: needs {len(needed)} resources from other hosts: {needed[:4]}")
@@ -234,7 +250,8 @@ def test_every_chapter_renders(server, browser, book):
         page.evaluate(TYPESET)
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
         imgs = page.eval_on_selector_all(
-            ".cell_output img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+            ".cell_output img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
+        )
         if not imgs:
             problems.append(f"{name}: no figure in any cell output")
         bad = [i for i in imgs if not (i[0] and i[1] > 0 and i[2] > 0)]
@@ -250,9 +267,13 @@ def test_every_chapter_renders(server, browser, book):
                 continue
             shown = font * im["shown"] / im["natural"]
             if shown < 9.0:
-                problems.append(f"{name}: {Path(im['src']).name}: smallest text {shown:.1f} px at {im['shown']:.0f} px wide")
+                problems.append(
+                    f"{name}: {Path(im['src']).name}: smallest text {shown:.1f} px at {im['shown']:.0f} px wide"
+                )
         if o["bare_tables"]:
-            problems.append(f"{name}: {o['bare_tables']} of {o['tables']} output tables not shown through nclib.display")
+            problems.append(
+                f"{name}: {o['bare_tables']} of {o['tables']} output tables not shown through nclib.display"
+            )
         if o["tables"] and (o["padding"] is None or o["padding"] < 4 or o["sticky"] != "sticky"):
             problems.append(f"{name}: table cells padded {o['padding']} px, first column {o['sticky']}")
         if o["overflowing"]:
@@ -322,14 +343,20 @@ def test_claims_ledger_lists_every_chapters_claims(server, browser, book):
     page.goto(f"{server}/book/claims_ledger.html", wait_until="load")
     page.screenshot(path=str(SHOTS / "claims_ledger.png"), full_page=True)
     text = page.inner_text("main")
-    rows = page.eval_on_selector_all("details.nclib-claim-row", """els => els.map(e => ({
+    rows = page.eval_on_selector_all(
+        "details.nclib-claim-row",
+        """els => els.map(e => ({
         id: e.dataset.claimId, status: e.querySelector('.nclib-c-status .nclib-badge').textContent,
         href: e.querySelector('a.nclib-id').href,
         source: (e.querySelector('.nclib-c-source a') || {}).href || null,
-        detail: e.querySelector('.nclib-detail').textContent}))""")
-    check_rows = page.eval_on_selector_all("tr.nclib-check-row", """els => els.map(e => ({
+        detail: e.querySelector('.nclib-detail').textContent}))""",
+    )
+    check_rows = page.eval_on_selector_all(
+        "tr.nclib-check-row",
+        """els => els.map(e => ({
         id: e.dataset.claimId, status: e.querySelector('.nclib-badge').textContent,
-        href: e.querySelector('a.nclib-id').href}))""")
+        href: e.querySelector('a.nclib-id').href}))""",
+    )
     summary_rows = page.query_selector_all("tr.nclib-summary-row")
     # every row open: the page still fits a 1280 px window, no cell overflows
     page.eval_on_selector_all("details.nclib-claim-row", "els => els.forEach(e => e.open = true)")

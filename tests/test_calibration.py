@@ -1,6 +1,7 @@
 """The committed calibration table (nclib/calibration/quick.json, written by scripts/calibrate.py)
 is what every quick-profile claim reads its expected status from: it must be complete, consistent
 with its own per-seed values, and never hand-edited into a verdict its data do not support."""
+
 import json
 import re
 from pathlib import Path

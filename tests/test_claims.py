@@ -1,5 +1,6 @@
 """Unit tests for nclib.claims: checks, reproduction claims over seeds, computed and expected
 status, the HTML display, glue-free records and the notebook ledger."""
+
 import html
 import json
 import math
@@ -11,9 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from nclib import claims
-from nclib.claims import (MARKER, Claim, ClaimContradicted, ClaimFailed, anchor, check, check_rule, claim, ledger,
-                          records_from_notebook)
+from nclib.claims import (
+    MARKER,
+    ClaimContradicted,
+    ClaimFailed,
+    anchor,
+    check,
+    check_rule,
+    claim,
+    ledger,
+    records_from_notebook,
+)
 
 BASE = dict(source="papyan2020", chapter=1, display=False)
 
@@ -27,25 +36,64 @@ def table(tmp_path, monkeypatch):
     monkeypatch.setenv("NCLIB_PROFILE", "quick")
 
     def write(**entries):
-        path.write_text(json.dumps({"claims": {
-            cid: {"chapter": "1", "rule": rule, "method": method, "expected": exp,
-                  "runs": {"native": {"seeds": [0, 1, 2, 3, 4], "values": [1, 2, 3, 4, 5]},
-                           "emulated": {"seeds": [0, 1, 2, 3, 4], "values": [1, 2, 3, 4, 5]}}}
-            for cid, (rule, method, exp) in entries.items()}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "claims": {
+                        cid: {
+                            "chapter": "1",
+                            "rule": rule,
+                            "method": method,
+                            "expected": exp,
+                            "runs": {
+                                "native": {"seeds": [0, 1, 2, 3, 4], "values": [1, 2, 3, 4, 5]},
+                                "emulated": {"seeds": [0, 1, 2, 3, 4], "values": [1, 2, 3, 4, 5]},
+                            },
+                        }
+                        for cid, (rule, method, exp) in entries.items()
+                    }
+                }
+            )
+        )
+
     return write
 
 
 # ----------------------------------------------------------------------------- checks
-@pytest.mark.parametrize("value,rule,expected", [
-    (2.0, "> 1", True), (1.0, "> 1", False), (0.5, ">1", False),
-    (1.0, ">= 1", True), (0.999, ">= 1", False), (0.5, "< 1", True), (1.0, "< 1", False),
-    (1.0, "<= 1", True), (1.001, "<= 1", False), (3.0, "== 3", True), (3.0000001, "== 3", False),
-    (0.0, "in [0, 1]", True), (1.0, "in [0, 1]", True), (1.0001, "in [0, 1]", False), (-2.5, "in [-3, -2]", True),
-    (2e-4, "< 1e-3", True), (150.0, ">= 1.5E+2", True), (0.4, "> .3", True), (5, "> 4", True),
-    (np.float64(0.2), "< 0.5", True), (True, "true", True), (False, "true", False), (False, "false", True),
-    (True, " TRUE ", True), (7.0, "  >=   7  ", True), (0.5, "IN [0, 1]", True),
-    (math.nan, "> 0", False), (math.nan, "in [0, 1]", False), (math.inf, "> 1e300", True),
-])
+@pytest.mark.parametrize(
+    "value,rule,expected",
+    [
+        (2.0, "> 1", True),
+        (1.0, "> 1", False),
+        (0.5, ">1", False),
+        (1.0, ">= 1", True),
+        (0.999, ">= 1", False),
+        (0.5, "< 1", True),
+        (1.0, "< 1", False),
+        (1.0, "<= 1", True),
+        (1.001, "<= 1", False),
+        (3.0, "== 3", True),
+        (3.0000001, "== 3", False),
+        (0.0, "in [0, 1]", True),
+        (1.0, "in [0, 1]", True),
+        (1.0001, "in [0, 1]", False),
+        (-2.5, "in [-3, -2]", True),
+        (2e-4, "< 1e-3", True),
+        (150.0, ">= 1.5E+2", True),
+        (0.4, "> .3", True),
+        (5, "> 4", True),
+        (np.float64(0.2), "< 0.5", True),
+        (True, "true", True),
+        (False, "true", False),
+        (False, "false", True),
+        (True, " TRUE ", True),
+        (7.0, "  >=   7  ", True),
+        (0.5, "IN [0, 1]", True),
+        (math.nan, "> 0", False),
+        (math.nan, "in [0, 1]", False),
+        (math.inf, "> 1e300", True),
+    ],
+)
 def test_check_rule(value, rule, expected):
     assert check_rule(value, rule) is expected
 
@@ -54,7 +102,9 @@ def test_check_rule_tolerance():
     assert check_rule(3.0 + 1e-9, "== 3", tol=1e-8) and not check_rule(3.0 + 1e-7, "== 3", tol=1e-8)
 
 
-@pytest.mark.parametrize("rule", ["~ 3", ">= abc", "in [1]", "in [2, 1]", "", "between 1 and 2", "=> 1", "> 1 2", "maybe"])
+@pytest.mark.parametrize(
+    "rule", ["~ 3", ">= abc", "in [1]", "in [2, 1]", "", "between 1 and 2", "=> 1", "> 1 2", "maybe"]
+)
 def test_bad_check_rules_raise_value_error(rule):
     with pytest.raises(ValueError, match="rule"):
         check_rule(1.0, rule)
@@ -84,18 +134,21 @@ def test_check_passes_or_raises():
 
 
 # ----------------------------------------------------------------------------- reproduction claims
-@pytest.mark.parametrize("values,rule,status", [
-    ([12, 15, 30], ">= 10", "reproduced"),
-    ([3, 15, 30], ">= 10", "inconclusive"),
-    ([3, 4, 5], ">= 10", "not reproduced"),
-    ([0.01, 0.02, 0.03], "< 0.05", "reproduced"),
-    ([0.01, 0.02, 0.06], "< 0.05", "inconclusive"),
-    ([0.06, 0.07, 0.08], "< 0.05", "not reproduced"),
-    ([0.2, 0.5, 0.7], "in [0, 1]", "reproduced"),
-    ([0.2, 0.5, 1.7], "in [0, 1]", "inconclusive"),
-    ([1.2, 1.5, 1.7], "in [0, 1]", "not reproduced"),
-    ([True, True, True], ">= 1", "reproduced"),
-])
+@pytest.mark.parametrize(
+    "values,rule,status",
+    [
+        ([12, 15, 30], ">= 10", "reproduced"),
+        ([3, 15, 30], ">= 10", "inconclusive"),
+        ([3, 4, 5], ">= 10", "not reproduced"),
+        ([0.01, 0.02, 0.03], "< 0.05", "reproduced"),
+        ([0.01, 0.02, 0.06], "< 0.05", "inconclusive"),
+        ([0.06, 0.07, 0.08], "< 0.05", "not reproduced"),
+        ([0.2, 0.5, 0.7], "in [0, 1]", "reproduced"),
+        ([0.2, 0.5, 1.7], "in [0, 1]", "inconclusive"),
+        ([1.2, 1.5, 1.7], "in [0, 1]", "not reproduced"),
+        ([True, True, True], ">= 1", "reproduced"),
+    ],
+)
 def test_status_is_computed_from_the_interval(values, rule, status, monkeypatch):
     monkeypatch.setenv("NCLIB_CALIBRATE", "1")  # nothing asserted: only the status is looked at
     c = claim("t.s", "s", values=values, rule=rule, **BASE)
@@ -105,8 +158,13 @@ def test_status_is_computed_from_the_interval(values, rule, status, monkeypatch)
 
 
 def test_expected_status_from_the_calibration_table(table):
-    table(**{"t.r": (">= 10", "range", "reproduced"), "t.i": (">= 10", "range", "inconclusive"),
-             "t.n": (">= 10", "range", "not reproduced")})
+    table(
+        **{
+            "t.r": (">= 10", "range", "reproduced"),
+            "t.i": (">= 10", "range", "inconclusive"),
+            "t.n": (">= 10", "range", "not reproduced"),
+        }
+    )
     assert claim("t.r", "s", values=[11, 12, 13], rule=">= 10", **BASE).expected == "reproduced"
     # expected reproduced, computed not reproduced (every seed across the threshold): the build fails
     with pytest.raises(ClaimContradicted, match="expects reproduced"):
@@ -173,7 +231,9 @@ def test_claim_argument_errors(monkeypatch):
         kw = dict(id="a", statement="s", source="src")
         kw[field] = "  "
         with pytest.raises(ValueError, match=f"claim {field} must be a non-empty string"):
-            claim(kw["id"], kw["statement"], values=[1, 2, 3], rule="> 0", source=kw["source"], chapter=1, display=False)
+            claim(
+                kw["id"], kw["statement"], values=[1, 2, 3], rule="> 0", source=kw["source"], chapter=1, display=False
+            )
 
 
 def test_claim_display(capsys, monkeypatch):
@@ -195,8 +255,16 @@ def _attr_record(h):
 def test_html_repr_embeds_the_record(monkeypatch):
     monkeypatch.setenv("NCLIB_CALIBRATE", "1")
     tricky = 'means "collapse" <fast> & R² — naïve\'s'
-    c = claim("ch2.tricky", tricky, values=[0.25, 0.5, 0.75], rule="in [0, 1]", source="han2022", chapter="2",
-              paper="≈ 0.5 (Fig. 3)", display=False)
+    c = claim(
+        "ch2.tricky",
+        tricky,
+        values=[0.25, 0.5, 0.75],
+        rule="in [0, 1]",
+        source="han2022",
+        chapter="2",
+        paper="≈ 0.5 (Fig. 3)",
+        display=False,
+    )
     h = c._repr_html_()
     assert h.startswith(f'<div class="nclib-claim" id="{anchor("ch2.tricky")}"')
     assert anchor("ch2.tricky") == "claim-ch2-tricky"
@@ -227,12 +295,21 @@ def _write_notebook(path, html_outputs):
 def test_records_from_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("NCLIB_CALIBRATE", "1")
     c1 = claim("ch1.a", "first", values=[12.0, 13, 14], rule=">= 10", source="papyan2020", chapter=1, display=False)
-    c2 = check("ch1.b", 'second "quoted" <b>', value=True, rule="true", source="zhu2021", chapter=1,
-               note="multi\nline note & <tags>", display=False)
+    c2 = check(
+        "ch1.b",
+        'second "quoted" <b>',
+        value=True,
+        rule="true",
+        source="zhu2021",
+        chapter=1,
+        note="multi\nline note & <tags>",
+        display=False,
+    )
     c3 = claim("ch3.c", "third", values=[1e-12, 2e-12, 3e-12], rule="< 1e-6", source="x", chapter=3, display=False)
     path = tmp_path / "01_test.ipynb"
-    _write_notebook(path, [("display_data", [c1._repr_html_()]),
-                           ("execute_result", [c2._repr_html_() + c3._repr_html_()])])
+    _write_notebook(
+        path, [("display_data", [c1._repr_html_()]), ("execute_result", [c2._repr_html_() + c3._repr_html_()])]
+    )
     records = records_from_notebook(path)
     assert records == [asdict(c1), asdict(c2), asdict(c3)]
     empty = tmp_path / "empty.ipynb"
@@ -242,8 +319,10 @@ def test_records_from_notebook(tmp_path, monkeypatch):
 
 def test_ledger_order(monkeypatch):
     monkeypatch.setenv("NCLIB_CALIBRATE", "1")
-    cs = [claim(i, "s", values=[1.0, 2, 3], rule="> 0", source="x", chapter=ch, display=False)
-          for i, ch in [("b", 2), ("z", 10), ("a", 2), ("c", 1), ("y", 10)]]
+    cs = [
+        claim(i, "s", values=[1.0, 2, 3], rule="> 0", source="x", chapter=ch, display=False)
+        for i, ch in [("b", 2), ("z", 10), ("a", 2), ("c", 1), ("y", 10)]
+    ]
     cs.append(check("k", "s", value=1.0, rule="> 0", source="x", chapter=1, display=False))
     df = ledger([asdict(c) for c in cs])
     assert list(df["kind"]) == ["reproduction"] * 5 + ["check"]

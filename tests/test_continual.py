@@ -1,5 +1,6 @@
 """nclib.continual: task splits, the replay buffer's exact counts, the task loop, shallow/deep
 forgetting measures and the geometry of replayed classes."""
+
 import math
 
 import pandas as pd
@@ -8,8 +9,16 @@ import torch
 from torch import nn
 
 from nclib import continual
-from nclib.continual import (ContinualConfig, ReplayBuffer, class_incremental_split, network_accuracies,
-                             probe_accuracies, replay_geometry, task_of, train_class_incremental)
+from nclib.continual import (
+    ContinualConfig,
+    ReplayBuffer,
+    class_incremental_split,
+    network_accuracies,
+    probe_accuracies,
+    replay_geometry,
+    task_of,
+    train_class_incremental,
+)
 from nclib.evaluation import effective_rank
 
 
@@ -36,8 +45,19 @@ def test_task_of_maps_classes_and_rejects_non_partitions():
 
 
 # ----------------------------------------------------------------------------- replay buffer
-@pytest.mark.parametrize("fraction, n, want", [(0.05, 200, 10), (0.005, 200, 1), (0.01, 200, 2), (0.0, 200, 0),
-                                               (1.0, 200, 200), (0.05, 30, 2), (0.001, 30, 1), (0.25, 7, 2)])
+@pytest.mark.parametrize(
+    "fraction, n, want",
+    [
+        (0.05, 200, 10),
+        (0.005, 200, 1),
+        (0.01, 200, 2),
+        (0.0, 200, 0),
+        (1.0, 200, 200),
+        (0.05, 30, 2),
+        (0.001, 30, 1),
+        (0.25, 7, 2),
+    ],
+)
 def test_buffer_keeps_exactly_the_stated_count(fraction, n, want):
     buf = ReplayBuffer(fraction=fraction)
     assert buf.size_for(n) == want
@@ -85,10 +105,17 @@ def test_buffer_validation():
 
 # ----------------------------------------------------------------------------- the task loop
 def _cfg(**kw):
-    base = dict(data="gaussian", data_kwargs={"num_classes": 4, "dim": 6, "n_per_class": 20, "n_test_per_class": 10,
-                                              "seed": 0},
-                model_kwargs={"width": 16, "depth": 1, "batchnorm": False}, num_tasks=2, epochs_per_task=3,
-                batch_size=8, replay_batch_size=8, buffer_fraction=0.25, lr=1e-2)
+    base = dict(
+        data="gaussian",
+        data_kwargs={"num_classes": 4, "dim": 6, "n_per_class": 20, "n_test_per_class": 10, "seed": 0},
+        model_kwargs={"width": 16, "depth": 1, "batchnorm": False},
+        num_tasks=2,
+        epochs_per_task=3,
+        batch_size=8,
+        replay_batch_size=8,
+        buffer_fraction=0.25,
+        lr=1e-2,
+    )
     base.update(kw)
     return ContinualConfig(**base)
 
@@ -162,7 +189,7 @@ def test_network_accuracies_on_known_logits():
     # four past-task inputs (classes 0, 1): logits chosen so that
     #  #0 class 0: argmax 0 (right); #1 class 0: argmax 2 (last task), within-task argmax 0 (right)
     #  #2 class 1: argmax 3 (last task), within-task 0 (wrong); #3 class 1: argmax 1 (right); #4 class 2: not past
-    X = torch.tensor([[5., 1, 0, 0], [3, 1, 4, 0], [2, 1, 0, 9], [0, 4, 1, 1], [0, 0, 9, 0]])
+    X = torch.tensor([[5.0, 1, 0, 0], [3, 1, 4, 0], [2, 1, 0, 9], [0, 4, 1, 1], [0, 0, 9, 0]])
     y = torch.tensor([0, 0, 1, 1, 2])
     r = network_accuracies(_Logits(4), X, y, tasks)
     assert r["net_all"] == pytest.approx(2 / 4)
@@ -180,8 +207,9 @@ def test_probe_accuracies_separable_features_and_task_view():
     assert r["probe_all"] == 1.0 and r["probe_within"] == 1.0
     # uninformative features: the within-task view cannot be worse than the all-class view
     noise = torch.randn(len(yte), 6, generator=g, dtype=torch.float64)
-    r2 = probe_accuracies(torch.randn(len(ytr), 6, generator=g, dtype=torch.float64), ytr, noise, yte,
-                          [[0, 1], [2, 3], [4, 5]])
+    r2 = probe_accuracies(
+        torch.randn(len(ytr), 6, generator=g, dtype=torch.float64), ytr, noise, yte, [[0, 1], [2, 3], [4, 5]]
+    )
     assert r2["probe_within"] >= r2["probe_all"]
 
 
@@ -190,8 +218,22 @@ def test_replay_geometry_exact_values():
     # class 0: 6 samples; the buffer keeps indices 0, 1, 2 which sit at 2·e0 ± spread in a plane,
     # the others at e0; class 1 (current): 6 samples around 3·e3
     e = torch.eye(D, dtype=torch.float64)
-    Z = torch.stack([2 * e[0] + e[1], 2 * e[0] - e[1], 2 * e[0] + e[2], e[0], e[0] + 0.1 * e[1], e[0] - 0.1 * e[1],
-                     3 * e[3], 3 * e[3] + e[1], 3 * e[3] - e[1], 3 * e[3] + e[2], 3 * e[3], 3 * e[3]])
+    Z = torch.stack(
+        [
+            2 * e[0] + e[1],
+            2 * e[0] - e[1],
+            2 * e[0] + e[2],
+            e[0],
+            e[0] + 0.1 * e[1],
+            e[0] - 0.1 * e[1],
+            3 * e[3],
+            3 * e[3] + e[1],
+            3 * e[3] - e[1],
+            3 * e[3] + e[2],
+            3 * e[3],
+            3 * e[3],
+        ]
+    )
     y = torch.tensor([0] * 6 + [1] * 6)
     buf = ReplayBuffer(per_class=3)
     buf._store[0] = torch.tensor([0, 1, 2])  # set the kept samples by hand for an exact answer
@@ -225,9 +267,15 @@ def test_replay_panels_draws_three_labelled_panels():
     matplotlib.use("Agg")
     from nclib import plots
 
-    sweep = pd.DataFrame({"fraction": [0, 0.01, 0.1, 1.0], "net_all": [0, 0.1, 0.3, 0.5],
-                          "probe_all": [0.4, 0.4, 0.45, 0.5], "gap": [0.4, 0.3, 0.15, 0.0],
-                          "inflation": [math.nan, 3.0, 1.5, 1.0]})
+    sweep = pd.DataFrame(
+        {
+            "fraction": [0, 0.01, 0.1, 1.0],
+            "net_all": [0, 0.1, 0.3, 0.5],
+            "probe_all": [0.4, 0.4, 0.45, 0.5],
+            "gap": [0.4, 0.3, 0.15, 0.0],
+            "inflation": [math.nan, 3.0, 1.5, 1.0],
+        }
+    )
     fig = plots.replay_panels(sweep, baselines={"joint": 0.55})
     assert len(fig.axes) == 3 and all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
     with pytest.raises(ValueError, match="columns"):

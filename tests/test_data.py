@@ -1,5 +1,6 @@
 """Unit tests for nclib.data: shapes, determinism under a seed, isolation of the global RNGs,
 exact class counts, loading by name, loaders, and input validation."""
+
 import random
 
 import numpy as np

@@ -1,5 +1,6 @@
 """nclib.display: the book's one table helper — padding, number formats, no float index, a scroll
 container with a sticky first column, a plain-text repr, no raw reprs of numpy/torch values."""
+
 import re
 
 import numpy as np
@@ -10,12 +11,29 @@ import torch
 from nclib.display import Table, format_value, plain, table
 
 
-@pytest.mark.parametrize("v, text", [
-    (0.22314, "0.223"), (-0.07412, "-0.0741"), (12.345, "12.3"), (1234.5, "1,234"), (1.5e-7, "1.50e-7"),
-    (2.5e8, "2.50e+8"), (0.0, "0"), (3, "3"), (123456, "123,456"), (float("nan"), "—"), (None, "—"),
-    (True, "yes"), (np.float64(0.5), "0.500"), (np.int64(7), "7"), (torch.tensor(0.25), "0.250"),
-    (torch.device("cpu"), "cpu"), ({"a": np.float64(1.0)}, "a=1.00"), (float("inf"), "∞"),
-])
+@pytest.mark.parametrize(
+    "v, text",
+    [
+        (0.22314, "0.223"),
+        (-0.07412, "-0.0741"),
+        (12.345, "12.3"),
+        (1234.5, "1,234"),
+        (1.5e-7, "1.50e-7"),
+        (2.5e8, "2.50e+8"),
+        (0.0, "0"),
+        (3, "3"),
+        (123456, "123,456"),
+        (float("nan"), "—"),
+        (None, "—"),
+        (True, "yes"),
+        (np.float64(0.5), "0.500"),
+        (np.int64(7), "7"),
+        (torch.tensor(0.25), "0.250"),
+        (torch.device("cpu"), "cpu"),
+        ({"a": np.float64(1.0)}, "a=1.00"),
+        (float("inf"), "∞"),
+    ],
+)
 def test_format_value(v, text):
     assert format_value(v) == text
 
@@ -72,7 +90,9 @@ def test_dicts_multiindex_and_html_escaping():
     t = table({"loss": np.float64(0.5), "device": torch.device("cpu")})
     assert t.cells == [["loss", "0.500"], ["device", "cpu"]]
     assert "np.float64" not in repr(t) and "device(type" not in t._repr_html_()
-    mi = pd.DataFrame([[1.0, 2.0]], columns=pd.MultiIndex.from_tuples([("p", 1), ("p", 2)]), index=pd.Index(["<r>"], name="row"))
+    mi = pd.DataFrame(
+        [[1.0, 2.0]], columns=pd.MultiIndex.from_tuples([("p", 1), ("p", 2)]), index=pd.Index(["<r>"], name="row")
+    )
     t = table(mi)
     assert len(t.header) == 2 and "&lt;r&gt;" in t._repr_html_()
     rows = table([{"a": 1, "b": 2.0}, {"a": 3, "b": 4.5}])
@@ -84,8 +104,11 @@ def test_dicts_multiindex_and_html_escaping():
 def test_index_named_like_a_column_and_multiindex_on_both_axes():
     df = pd.DataFrame({"R": [1.0, 2.0]}, index=pd.Index([10, 30], name="R"))
     assert table(df).header == [["R", "R"]]
-    both = pd.DataFrame(np.arange(8.0).reshape(2, 4), index=pd.MultiIndex.from_tuples([("ce", 1), ("etf", 10)], names=["method", "R"]),
-                        columns=pd.MultiIndex.from_product([["a", "b"], ["x", "y"]]))
+    both = pd.DataFrame(
+        np.arange(8.0).reshape(2, 4),
+        index=pd.MultiIndex.from_tuples([("ce", 1), ("etf", 10)], names=["method", "R"]),
+        columns=pd.MultiIndex.from_product([["a", "b"], ["x", "y"]]),
+    )
     t = table(both, fmt="{:.1f}")
     assert t.header[0][:2] == ["method", "R"] and t.header[1][:2] == ["", ""]
     assert t.cells[1] == ["etf", "10", "4.0", "5.0", "6.0", "7.0"]

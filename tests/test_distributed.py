@@ -1,6 +1,7 @@
 """FeatureStats.sync and measure_features under torch.distributed: two CPU processes (gloo over
 127.0.0.1), each with an imbalanced shard (some classes absent on rank 1), must reproduce the
 single-process results over all the data."""
+
 import math
 import multiprocessing
 import os
@@ -44,15 +45,22 @@ def _shards(y):
 def _stats(x, y, batch_size):
     st = FeatureStats(K, D)
     for s in range(0, len(y), batch_size):
-        st.update(x[s:s + batch_size], y[s:s + batch_size])
+        st.update(x[s : s + batch_size], y[s : s + batch_size])
     return st
 
 
 def _summary(st):
-    return {"counts": st.counts.clone(), "means": st.means.clone(), "sq_dev": st.sq_dev.clone(),
-            "scatter": st.scatter.clone(), "nc1_kk": M.nc1(st, route="kk"), "nc1_dd": M.nc1(st, route="dd"),
-            "nc1_classes": M.nc1(st, global_mean="classes"), "cdnv": M.cdnv(st),
-            "metrics": M.collapse_metrics(st)}
+    return {
+        "counts": st.counts.clone(),
+        "means": st.means.clone(),
+        "sq_dev": st.sq_dev.clone(),
+        "scatter": st.scatter.clone(),
+        "nc1_kk": M.nc1(st, route="kk"),
+        "nc1_dd": M.nc1(st, route="dd"),
+        "nc1_classes": M.nc1(st, global_mean="classes"),
+        "cdnv": M.cdnv(st),
+        "metrics": M.collapse_metrics(st),
+    }
 
 
 def _worker(rank, port, out_dir):
@@ -63,16 +71,19 @@ def _worker(rank, port, out_dir):
     result = {}
     path = os.path.join(out_dir, f"rank{rank}.pt")
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                                timeout=timedelta(seconds=60))
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+        )
         x, y, W, b = _dataset()
         idx = _shards(y)[rank]
         xs, ys = x[idx], y[idx]
         stages = [
             ("stats", lambda: _summary(_stats(xs, ys, batch_size=9 + 4 * rank).sync())),
             ("measure", lambda: M.measure_features(xs, ys, W, b, num_classes=K, batch_size=11).metrics),
-            ("measure_dd", lambda: M.measure_features(xs, ys, W, b, num_classes=K, route="dd",
-                                                      global_mean="classes").metrics),
+            (
+                "measure_dd",
+                lambda: M.measure_features(xs, ys, W, b, num_classes=K, route="dd", global_mean="classes").metrics,
+            ),
             # num_classes inferred from the labels (rank 1 lacks the top label): last, as a failure
             # here can leave the process group unusable
             ("measure_default", lambda: M.measure_features(xs, ys, W, b).metrics),
@@ -138,10 +149,12 @@ def rank_results(tmp_path_factory):
 def reference():
     x, y, W, b = _dataset()
     st = _stats(x, y, batch_size=len(y))
-    return {"stats": _summary(st),
-            "measure": M.measure_features(x, y, W, b, num_classes=K).metrics,
-            "measure_dd": M.measure_features(x, y, W, b, num_classes=K, route="dd", global_mean="classes").metrics,
-            "n": len(y)}
+    return {
+        "stats": _summary(st),
+        "measure": M.measure_features(x, y, W, b, num_classes=K).metrics,
+        "measure_dd": M.measure_features(x, y, W, b, num_classes=K, route="dd", global_mean="classes").metrics,
+        "n": len(y),
+    }
 
 
 def _close(a, b, rel=1e-10):

@@ -1,12 +1,22 @@
 """nclib.evaluation: rank measures, nearest subspace and linear probe against known answers."""
+
 import math
 
 import pytest
 import torch
 
-from nclib.evaluation import (NearestSubspace, class_ranks, early_stopped_row, effective_rank, label_information,
-                              linear_probe, nearest_mean_predict, nearest_subspace_accuracy, participation_ratio,
-                              corrupted_label_fit)
+from nclib.evaluation import (
+    NearestSubspace,
+    class_ranks,
+    corrupted_label_fit,
+    early_stopped_row,
+    effective_rank,
+    label_information,
+    linear_probe,
+    nearest_mean_predict,
+    nearest_subspace_accuracy,
+    participation_ratio,
+)
 
 
 def _gen(seed=0):
@@ -34,10 +44,10 @@ def test_rank_one_is_exactly_one(fn):
 @pytest.mark.parametrize("r", [1, 3, 8])
 def test_equal_singular_values_give_r(fn, r):
     g = _gen(r)
-    Q = _orthonormal(30, r, g)                 # r orthonormal directions in R^30
-    Z = 2.5 * Q.T                              # r×30, all singular values 2.5
+    Q = _orthonormal(30, r, g)  # r orthonormal directions in R^30
+    Z = 2.5 * Q.T  # r×30, all singular values 2.5
     assert fn(Z) == pytest.approx(r, rel=1e-9)
-    assert fn(Z * 1e-3) == pytest.approx(fn(Z), rel=1e-9)   # scale invariant
+    assert fn(Z * 1e-3) == pytest.approx(fn(Z), rel=1e-9)  # scale invariant
 
 
 def test_isotropic_gaussian_is_about_r():
@@ -91,15 +101,15 @@ def test_class_ranks_around_the_global_mean_see_collapse():
     assert class_ranks(Z, y, K, center="class").min() > 0.9 * D / (1 + (D + 1) / n)
     # K classes on orthogonal 5-d subspaces through the origin, balanced: about 5 each
     Q = _orthonormal(D, D, g)
-    Zs = torch.cat([torch.randn(n, 5, generator=g, dtype=torch.float64) @ Q[:, 5 * k:5 * k + 5].T for k in range(K)])
+    Zs = torch.cat([torch.randn(n, 5, generator=g, dtype=torch.float64) @ Q[:, 5 * k : 5 * k + 5].T for k in range(K)])
     assert class_ranks(Zs, y, K, center="global").tolist() == pytest.approx([5.0] * K, rel=0.05)
 
 
 def test_label_information_known_values():
-    y = torch.arange(4).repeat(25)                               # uniform over 4 classes
+    y = torch.arange(4).repeat(25)  # uniform over 4 classes
     assert label_information(y, y) == pytest.approx(math.log(4), abs=1e-12)
-    assert label_information((y + 1) % 4, y) == pytest.approx(math.log(4), abs=1e-12)   # permuted: same info
-    assert label_information(torch.zeros_like(y), y) == pytest.approx(0.0, abs=1e-12)     # constant: none
+    assert label_information((y + 1) % 4, y) == pytest.approx(math.log(4), abs=1e-12)  # permuted: same info
+    assert label_information(torch.zeros_like(y), y) == pytest.approx(0.0, abs=1e-12)  # constant: none
     # two independent fair bits (all four combinations equally often): exactly 0
     a, b = torch.tensor([0, 0, 1, 1] * 10), torch.tensor([0, 1, 0, 1] * 10)
     assert label_information(a, b) == pytest.approx(0.0, abs=1e-12)
@@ -150,7 +160,7 @@ def test_points_in_per_class_subspaces_are_all_classified(center, offset):
     assert ns.score(Zte, yte) == 1.0
     res = ns.residuals(Zte)
     own = res[torch.arange(len(yte)), yte]
-    assert own.max() < 1e-10                     # every point lies in its own class's subspace
+    assert own.max() < 1e-10  # every point lies in its own class's subspace
     assert nearest_subspace_accuracy(Ztr, ytr, Zte, yte, 3, center=center) == 1.0
 
 
@@ -187,7 +197,7 @@ def test_linear_probe_separates_separable_data(make_data):
     x, y = make_data(4, 10, 100, seed=0, sep=5.0, noise=0.3)
     probe = linear_probe(x, y)
     assert probe.score(x, y) == 1.0
-    xt, yt = make_data(4, 10, 100, seed=0, sep=5.0, noise=0.3)   # same centres (same seed), new order
+    xt, yt = make_data(4, 10, 100, seed=0, sep=5.0, noise=0.3)  # same centres (same seed), new order
     assert probe.score(xt, yt) == 1.0
 
 
@@ -229,7 +239,7 @@ def test_early_stopped_row():
 
     h = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_error": [0.9, 0.2, 0.2, 0.5], "test_error": [0.9, 0.3, 0.25, 0.6]})
     row = early_stopped_row(h)
-    assert int(row.epoch) == 1 and row.test_error == 0.3          # earliest of the tied minima
+    assert int(row.epoch) == 1 and row.test_error == 0.3  # earliest of the tied minima
     with pytest.raises(ValueError, match="val_size"):
         early_stopped_row(h.drop(columns="val_error"))
     with pytest.raises(TypeError, match="DataFrame"):
@@ -242,7 +252,7 @@ def test_corrupted_label_fit():
     means = 10 * torch.eye(K, dtype=torch.float64)
     clean = torch.arange(K).repeat_interleave(n)
     noisy = clean.clone()
-    bad = torch.arange(0, K * n, 10)                      # 10 % corrupted
+    bad = torch.arange(0, K * n, 10)  # 10 % corrupted
     noisy[bad] = (clean[bad] + 1) % K
     jitter = 0.1 * torch.randn(K * n, K, generator=g, dtype=torch.float64)
     # features that kept their true class: every corrupted sample sits with its clean class

@@ -1,4 +1,5 @@
 """nclib.features (the one feature extractor) and nclib._rng (the one seed → generator rule)."""
+
 import pytest
 import torch
 
@@ -75,9 +76,13 @@ def test_the_tap_streams_batches_and_cleans_up():
 def test_generator_rule():
     g = torch.Generator()
     assert _rng.generator(g) is g
-    assert torch.equal(torch.rand(3, generator=_rng.generator(5)), torch.rand(3, generator=torch.Generator().manual_seed(5)))
-    assert torch.equal(torch.rand(2, generator=_rng.generator(None, allow_none=True)),
-                       torch.rand(2, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        torch.rand(3, generator=_rng.generator(5)), torch.rand(3, generator=torch.Generator().manual_seed(5))
+    )
+    assert torch.equal(
+        torch.rand(2, generator=_rng.generator(None, allow_none=True)),
+        torch.rand(2, generator=torch.Generator().manual_seed(0)),
+    )
     with pytest.raises(TypeError, match=r"seed must be an int or a torch.Generator, got float"):
         _rng.generator(1.5)
     with pytest.raises(TypeError, match=r"seed must be an int, got Generator"):
@@ -86,7 +91,7 @@ def test_generator_rule():
         _rng.generator("0", allow_none=True)
     with pytest.raises(TypeError):
         _rng.generator(True)
-    want = torch.Generator().manual_seed((3 * 1_000_003 + 5) % (2 ** 63 - 1))
+    want = torch.Generator().manual_seed((3 * 1_000_003 + 5) % (2**63 - 1))
     assert torch.equal(torch.rand(4, generator=_rng.mixed_generator(3, 5)), torch.rand(4, generator=want))
-    neg = torch.Generator().manual_seed((-7) % (2 ** 63 - 1))
+    neg = torch.Generator().manual_seed((-7) % (2**63 - 1))
     assert torch.equal(torch.rand(2, generator=_rng.mixed_generator(-7)), torch.rand(2, generator=neg))

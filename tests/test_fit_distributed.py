@@ -5,6 +5,7 @@ The ranks run tests/_fit_dist_worker.py (one launch, several fits each).
 Models have no BatchNorm, so per-rank batch statistics play no part; the only difference from a
 single process is the float summation order of the gradient all-reduce, hence the tolerance.
 """
+
 import importlib.util
 import json
 import multiprocessing as mp
@@ -28,16 +29,32 @@ HERE = Path(__file__).resolve().parent
 WORLD = 2
 RTOL, ATOL = 1e-4, 1e-6  # stated tolerance: DDP sums the gradients in another order
 
-BASE = dict(data="gaussian", model="mlp", model_kwargs=dict(width=16, depth=2, batchnorm=False),
-            epochs=4, batch_size=32, n_logs=3, lr=0.05)
+BASE = dict(
+    data="gaussian",
+    model="mlp",
+    model_kwargs=dict(width=16, depth=2, batchnorm=False),
+    epochs=4,
+    batch_size=32,
+    n_logs=3,
+    lr=0.05,
+)
 CONFIGS = [
     # 128 samples: four full batches of 32 = 2 × 16 per rank
     TrainConfig(data_kwargs=dict(num_classes=4, dim=8, n_per_class=32, n_test_per_class=8), **BASE),
     # 69 samples: two full batches and a trailing one of 5, split 3 + 2 across the ranks
     TrainConfig(data_kwargs=dict(num_classes=3, dim=8, n_per_class=23, n_test_per_class=8), **BASE),
 ]
-COMPARED = ["train_loss", "nc1", "equiangularity", "self_duality", "ncc_mismatch", "train_error", "cdnv",
-            "test_error", "test_nc1"]
+COMPARED = [
+    "train_loss",
+    "nc1",
+    "equiangularity",
+    "self_duality",
+    "ncc_mismatch",
+    "train_error",
+    "cdnv",
+    "test_error",
+    "test_nc1",
+]
 
 
 def _free_port() -> int:
@@ -82,8 +99,12 @@ def ranks(tmp_path_factory, single):
                 codes.append(p.exitcode)
         else:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-            procs = [subprocess.Popen([sys.executable, str(HERE / "_fit_dist_worker.py"), *map(str, a[:5]),
-                                       json.dumps(configs)], env=env) for a in args]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, str(HERE / "_fit_dist_worker.py"), *map(str, a[:5]), json.dumps(configs)], env=env
+                )
+                for a in args
+            ]
             codes = []
             for p in procs:
                 try:
@@ -134,8 +155,9 @@ def test_ranks_agree_exactly(ranks, i):
     r0, r1 = res[0]["runs"][i], res[1]["runs"][i]
     assert r0["history"].keys() == r1["history"].keys()
     for k in r0["history"]:
-        np.testing.assert_array_equal(np.asarray(r0["history"][k], dtype=float),
-                                      np.asarray(r1["history"][k], dtype=float), err_msg=k)
+        np.testing.assert_array_equal(
+            np.asarray(r0["history"][k], dtype=float), np.asarray(r1["history"][k], dtype=float), err_msg=k
+        )
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
 

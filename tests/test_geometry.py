@@ -1,4 +1,5 @@
 """Unit tests for nclib.geometry: simplex ETFs and the nearest ETF (orthogonal Procrustes)."""
+
 import math
 
 import pytest
@@ -14,7 +15,7 @@ def assert_simplex_etf(E, scale=1.0, tol=1e-12):
     K = E.shape[0]
     E = E.double()
     assert torch.allclose(E.norm(dim=1), torch.full((K,), scale, dtype=F64), atol=tol * max(scale, 1))
-    cos = (E @ E.T) / scale ** 2
+    cos = (E @ E.T) / scale**2
     off = cos[~torch.eye(K, dtype=torch.bool)]
     assert torch.allclose(off, torch.full_like(off, -1.0 / (K - 1)), atol=tol)
     assert float(E.sum(0).abs().max()) <= tol * max(scale, 1)
@@ -121,7 +122,7 @@ def test_nearest_etf_of_random_means(K, D):
     for seed in range(25):
         other = simplex_etf(K, D, seed=1000 + seed) / math.sqrt(K)
         assert dist <= (Xn - other).norm().item() + 1e-12
-    for seed in range(5):  # nor a small perturbation of the optimum (rotate it a little)
+    for _ in range(5):  # nor a small perturbation of the optimum (rotate it a little)
         A = 1e-3 * torch.randn(D, D, generator=g, dtype=F64)
         R = torch.linalg.matrix_exp(A - A.T)
         assert dist <= (Xn - etf @ R / math.sqrt(K)).norm().item() + 1e-12

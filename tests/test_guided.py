@@ -1,5 +1,6 @@
 """Chapter 8, part A: the guided nearest-ETF head, feature normalisation, label passing in fit,
 crossing epochs and the seed-band figure."""
+
 import math
 
 import numpy as np
@@ -158,8 +159,11 @@ def test_normalize_features_puts_features_on_a_sphere_and_default_is_unchanged()
         assert torch.allclose(h.norm(dim=1), torch.full((4,), 10.0), atol=1e-5)
         assert torch.allclose(h, 10 * F.normalize(plain.eval().features(x), dim=1), atol=1e-5)
         assert torch.equal(m(x), m.classifier(h))
-    assert torch.allclose(build("mlp", (6,), K, width=D, depth=2, normalize_features=True).eval().features(x)
-                          .norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(
+        build("mlp", (6,), K, width=D, depth=2, normalize_features=True).eval().features(x).norm(dim=1),
+        torch.ones(4),
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="radius"):
         build("mlp", (6,), K, normalize_features=-1.0)
     with pytest.raises(TypeError, match="normalize_features"):
@@ -168,10 +172,17 @@ def test_normalize_features_puts_features_on_a_sphere_and_default_is_unchanged()
 
 # ----------------------------------------------------------------------------- fit passes the labels
 def _cfg(head_kw, **kw):
-    return TrainConfig(data="gaussian", data_kwargs={"num_classes": 4, "dim": 6, "n_per_class": 20,
-                                                     "n_test_per_class": 5, "seed": 0},
-                       model="mlp", model_kwargs={"width": 8, "depth": 1, "batchnorm": False, **head_kw},
-                       epochs=3, batch_size=16, n_logs=3, lr=0.05, **kw)
+    return TrainConfig(
+        data="gaussian",
+        data_kwargs={"num_classes": 4, "dim": 6, "n_per_class": 20, "n_test_per_class": 5, "seed": 0},
+        model="mlp",
+        model_kwargs={"width": 8, "depth": 1, "batchnorm": False, **head_kw},
+        epochs=3,
+        batch_size=16,
+        n_logs=3,
+        lr=0.05,
+        **kw,
+    )
 
 
 def test_fit_feeds_the_training_labels_to_a_guided_head():
@@ -245,7 +256,9 @@ def test_frobenius_mean_norm_and_centring_bias_and_fixed_variant():
     g = torch.Generator().manual_seed(6)
     y = torch.arange(K).repeat(3)
     h = torch.randn(3 * K, D, generator=g) + 4.0
-    head = NearestETFGuidedClassifier(D, K, momentum=0.0, normalize=False, mean_norm="frobenius", center=True, scale=1.0)
+    head = NearestETFGuidedClassifier(
+        D, K, momentum=0.0, normalize=False, mean_norm="frobenius", center=True, scale=1.0
+    )
     out = head(h, y)
     M = torch.stack([h[y == k].mean(0) for k in range(K)])
     ref, _ = geometry.nearest_etf(M.double())  # centring only: the rotation ignores a global scale

@@ -2,6 +2,7 @@
 multi-centre head, the imbalanced UFM) and for the pieces it adds elsewhere: registered losses in
 nclib.train.fit (TrainConfig.loss_kwargs, cache keys unchanged), the fixed-head parameter savings
 and make_head("multicenter"). Known answers throughout."""
+
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from nclib import data as D
-from nclib import geometry, imbalance as imb, metrics, models, ufm
+from nclib import geometry, metrics, models, ufm
+from nclib import imbalance as imb
 from nclib.train import TrainConfig, fit
 
 
@@ -72,12 +74,14 @@ def test_logit_adjusted_loss_known():
     z = torch.randn(7, 3, generator=g)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
     assert imb.logit_adjusted_loss(z, y, [5, 5, 5]).item() == pytest.approx(F.cross_entropy(z, y).item(), rel=1e-6)
-    assert imb.logit_adjusted_loss(z, y, [9, 3, 1], tau=0.0).item() == pytest.approx(F.cross_entropy(z, y).item(), rel=1e-6)
+    assert imb.logit_adjusted_loss(z, y, [9, 3, 1], tau=0.0).item() == pytest.approx(
+        F.cross_entropy(z, y).item(), rel=1e-6
+    )
     # zero logits: the loss is −log(π_y^τ / Σ_k π_k^τ)
     pi = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
     for tau in (1.0, 0.5):
         val = imb.logit_adjusted_loss(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([2]), [6, 3, 1], tau=tau)
-        assert val.item() == pytest.approx(-math.log(pi[2] ** tau / (pi ** tau).sum()), rel=1e-12)
+        assert val.item() == pytest.approx(-math.log(pi[2] ** tau / (pi**tau).sum()), rel=1e-12)
     with pytest.raises(ValueError):
         imb.logit_adjusted_loss(z, y, [1, 2])
     with pytest.raises(ValueError):
@@ -88,7 +92,7 @@ def test_class_balanced_weights_and_loss():
     assert imb.class_balanced_weights([1, 2]).tolist() == pytest.approx([4 / 3, 2 / 3])
     assert imb.class_balanced_weights([10, 1000], beta=0.0).tolist() == pytest.approx([1.0, 1.0])
     b = 0.9
-    w = torch.tensor([(1 - b) / (1 - b ** 10), (1 - b) / (1 - b ** 2)], dtype=torch.float64)
+    w = torch.tensor([(1 - b) / (1 - b**10), (1 - b) / (1 - b**2)], dtype=torch.float64)
     assert imb.class_balanced_weights([10, 2], beta=b).tolist() == pytest.approx((2 * w / w.sum()).tolist())
     with pytest.raises(ValueError):
         imb.class_balanced_weights([1, 2], beta=1.0)
@@ -158,7 +162,7 @@ def test_projected_features_and_fixed_head_parameter_savings():
     lin = models.build("mlp", (40,), K, width=32, depth=2, projection=Dh)
     etf = models.build("mlp", (40,), K, width=32, depth=2, projection=Dh, head="etf")
     x = torch.randn(5, 40)
-    assert lin.features(x).shape == (5, Dh) and (lin.features(x) < 0).any()   # signed features
+    assert lin.features(x).shape == (5, Dh) and (lin.features(x) < 0).any()  # signed features
     assert models.count_parameters(lin) - models.count_parameters(etf) == K * Dh + K
     etf_k = models.build("mlp", (40,), K, width=32, depth=2, projection=K, head="etf")
     assert etf_k.classifier.weight.shape == (K, K) and models.count_parameters(etf_k.classifier) == 0
@@ -184,7 +188,7 @@ def test_imbalanced_ufm_is_the_sample_level_ufm():
     Fval = ufm.ufm_objective(H, W, labels=labels, lam_H=lam / N, lam_W=lam)
     assert Fval.item() == pytest.approx(res.objective, rel=1e-10)
     Fval.backward()
-    assert H.grad.norm() < 1e-6 and W.grad.norm() < 1e-6                         # a stationary point there too
+    assert H.grad.norm() < 1e-6 and W.grad.norm() < 1e-6  # a stationary point there too
 
 
 def test_imbalanced_ufm_minority_collapse_threshold():
@@ -199,10 +203,16 @@ def test_imbalanced_ufm_minority_collapse_threshold():
 
 # ----------------------------------------------------------------------------- training with registered losses
 def _tiny_cfg(**kw):
-    base = dict(data="gaussian", data_kwargs={"num_classes": 4, "dim": 8, "n_per_class": 20, "n_test_per_class": 5,
-                                              "seed": 0},
-                model="mlp", model_kwargs={"width": 16, "depth": 1, "batchnorm": False}, epochs=2, n_logs=1,
-                batch_size=16, schedule="constant")
+    base = dict(
+        data="gaussian",
+        data_kwargs={"num_classes": 4, "dim": 8, "n_per_class": 20, "n_test_per_class": 5, "seed": 0},
+        model="mlp",
+        model_kwargs={"width": 16, "depth": 1, "batchnorm": False},
+        epochs=2,
+        n_logs=1,
+        batch_size=16,
+        schedule="constant",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -222,18 +232,20 @@ def test_loss_kwargs_keep_cache_keys():
 
 def test_fit_with_logit_adjustment_tau0_equals_ce():
     ce = fit(_tiny_cfg(), cache=False, progress=False)
-    la = fit(_tiny_cfg(loss="logit_adjusted", loss_kwargs={"counts": [9, 3, 2, 1], "tau": 0.0}), cache=False,
-             progress=False)
+    la = fit(
+        _tiny_cfg(loss="logit_adjusted", loss_kwargs={"counts": [9, 3, 2, 1], "tau": 0.0}), cache=False, progress=False
+    )
     for a, b in zip(ce.model.state_dict().values(), la.model.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_fit_with_feature_losses_and_hook_removed():
-    for loss, mk, kw in [("dot_regression", {"head": "etf", "normalize": True}, {}),
-                         ("ce_align", {}, {"alpha": 0.5, "counts": [20] * 4}),
-                         ("multicenter_cosine", {"head": "multicenter", "centers": [1, 1, 2, 2]}, {})]:
-        cfg = _tiny_cfg(loss=loss, loss_kwargs=kw,
-                        model_kwargs={"width": 16, "depth": 1, "batchnorm": False, **mk})
+    for loss, mk, kw in [
+        ("dot_regression", {"head": "etf", "normalize": True}, {}),
+        ("ce_align", {}, {"alpha": 0.5, "counts": [20] * 4}),
+        ("multicenter_cosine", {"head": "multicenter", "centers": [1, 1, 2, 2]}, {}),
+    ]:
+        cfg = _tiny_cfg(loss=loss, loss_kwargs=kw, model_kwargs={"width": 16, "depth": 1, "batchnorm": False, **mk})
         run = fit(cfg, cache=False, progress=False)
         assert math.isfinite(run.curve.train_loss.iloc[-1])
         assert len(run.model.classifier._forward_hooks) == 0
@@ -269,9 +281,9 @@ def test_class_priors_known():
 def test_even_batch_size_known():
     from nclib.imbalance import _even_batch_size
 
-    assert _even_batch_size(2065, 256) == 230          # 9 batches, trailing 225 (not 8·256 + 17)
-    assert _even_batch_size(4000, 256) == 250          # 16 equal batches
-    assert _even_batch_size(25250, 128) == 127         # 128 would leave a trailing batch of 34
+    assert _even_batch_size(2065, 256) == 230  # 9 batches, trailing 225 (not 8·256 + 17)
+    assert _even_batch_size(4000, 256) == 250  # 16 equal batches
+    assert _even_batch_size(25250, 128) == 127  # 128 would leave a trailing batch of 34
     assert _even_batch_size(10, 256) == 10
     for n in range(2, 400):
         b = _even_batch_size(n, 64)
@@ -285,7 +297,7 @@ def test_long_tail_recipe():
             lt = cfg.data_kwargs["long_tail"]
             assert lt["ratio"] == R and lt["seed"] == 2 and cfg.seed == 2
             N = sum(D.long_tail_counts(10, lt["n_max"], R))
-            last = N % cfg.batch_size or cfg.batch_size          # no tiny trailing batch
+            last = N % cfg.batch_size or cfg.batch_size  # no tiny trailing batch
             assert cfg.batch_size <= 256 and last >= cfg.batch_size / 2
     assert imb.long_tail_recipe("multicenter", 100).model_kwargs["centers"] == [1] * 5 + [8] * 5
     assert imb.long_tail_recipe("logit_adjusted", 10).loss_kwargs["counts"] == [400] * 5 + [40] * 5
@@ -306,9 +318,16 @@ def test_minority_collapse_panels():
 
     from nclib import plots
 
-    sweep = pd.DataFrame({"R": [1, 10, 1, 10], "head": ["a", "a", "b", "b"], "cos_W_minority": [-0.1, 0.2, -0.1, -0.1],
-                          "cos_means_minority": [-0.1, 0.3, -0.1, 0.4], "acc_minority": [0.8, 0.3, 0.8, 0.3],
-                          "acc_majority": [0.8, 0.8, 0.8, 0.8]})
+    sweep = pd.DataFrame(
+        {
+            "R": [1, 10, 1, 10],
+            "head": ["a", "a", "b", "b"],
+            "cos_W_minority": [-0.1, 0.2, -0.1, -0.1],
+            "cos_means_minority": [-0.1, 0.3, -0.1, 0.4],
+            "acc_minority": [0.8, 0.3, 0.8, 0.3],
+            "acc_majority": [0.8, 0.8, 0.8, 0.8],
+        }
+    )
     ufm_df = pd.DataFrame({"R": [1, 10], "lam": [5e-3, 5e-3], "cos": [-0.1, 0.03]})
     fig = plots.minority_collapse_panels(sweep, ufm=ufm_df, num_classes=10, title="t")
     assert len(fig.axes) == 3 and all(ax.get_xlabel() for ax in fig.axes)

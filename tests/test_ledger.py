@@ -3,11 +3,11 @@ tiny Sphinx project built with the extension (two chapters whose raw HTML carrie
 displayed by nclib.claims, a bibliography, the ledger page), checked for rows, links to the
 chapters' anchors, badges, details and claims.json. If Debian's chromium and Playwright are
 present, the ledger is also opened at 1280 px to check that nothing overflows."""
+
 import html
 import importlib.util
 import json
 import shutil
-import sys
 import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,30 +29,68 @@ def _load_ext():
 
 L = _load_ext()
 
-NASTY = 'NC1 < 1e-3 & "ETF" <b>bold</b> \'quoted\''
-CAL = {"native": {"seeds": [0, 1, 2, 3, 4], "values": [12.5, 14.0, 11.0, 15.5, 13.0]},
-       "emulated": {"seeds": [0, 1, 2, 3, 4], "values": [12.0, 14.5, 10.5, 16.0, 13.5]}}
+NASTY = "NC1 < 1e-3 & \"ETF\" <b>bold</b> 'quoted'"
+CAL = {
+    "native": {"seeds": [0, 1, 2, 3, 4], "values": [12.5, 14.0, 11.0, 15.5, 13.0]},
+    "emulated": {"seeds": [0, 1, 2, 3, 4], "values": [12.0, 14.5, 10.5, 16.0, 13.5]},
+}
 
 
 def rep(id, status="reproduced", chapter="1", **kw):
-    c = dict(kind="reproduction", id=id, statement=f"statement of {id}", rule=">= 10", status=status,
-             source="papyan2020", chapter=chapter, note="", paper="10x (Fig. 6)", profile="quick",
-             values=[12.0, 14.8, 11.1], seeds=[0, 1, 2], n=3, method="range", statistic=12.0,
-             interval=[11.1, 14.8], expected=status, calibration=CAL, value=None)
+    c = dict(
+        kind="reproduction",
+        id=id,
+        statement=f"statement of {id}",
+        rule=">= 10",
+        status=status,
+        source="papyan2020",
+        chapter=chapter,
+        note="",
+        paper="10x (Fig. 6)",
+        profile="quick",
+        values=[12.0, 14.8, 11.1],
+        seeds=[0, 1, 2],
+        n=3,
+        method="range",
+        statistic=12.0,
+        interval=[11.1, 14.8],
+        expected=status,
+        calibration=CAL,
+        value=None,
+    )
     c.update(kw)
     return c
 
 
 def chk(id, status="passed", chapter="1", **kw):
-    c = dict(kind="check", id=id, statement=f"check {id}", rule="<= 1e-10", status=status, source="han2022",
-             chapter=chapter, note="", paper="", profile="quick", values=[], seeds=[], n=0, method="",
-             statistic=None, interval=[], expected="", calibration=None, value=3e-16)
+    c = dict(
+        kind="check",
+        id=id,
+        statement=f"check {id}",
+        rule="<= 1e-10",
+        status=status,
+        source="han2022",
+        chapter=chapter,
+        note="",
+        paper="",
+        profile="quick",
+        values=[],
+        seeds=[],
+        n=0,
+        method="",
+        statistic=None,
+        interval=[],
+        expected="",
+        calibration=None,
+        value=3e-16,
+    )
     c.update(kw)
     return c
 
 
 class Tags(HTMLParser):
     """Elements (tag, attrs, text inside) of an HTML fragment, and whether the tags balance."""
+
     VOID = {"br", "col", "img", "meta", "link", "hr", "input", "wbr"}
 
     def __init__(self, text):
@@ -80,8 +118,11 @@ class Tags(HTMLParser):
             el["text"] += data
 
     def find(self, tag=None, cls=None):
-        return [e for e in self.elements if (tag is None or e["tag"] == tag)
-                and (cls is None or cls in e["attrs"].get("class", "").split())]
+        return [
+            e
+            for e in self.elements
+            if (tag is None or e["tag"] == tag) and (cls is None or cls in e["attrs"].get("class", "").split())
+        ]
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -91,12 +132,20 @@ def test_anchor_matches_nclib():
 
 
 def test_summary_counts_per_status_and_chapter():
-    groups = L.group([("notebooks/01", rep("a")), ("notebooks/01", rep("b", "not reproduced")),
-                      ("notebooks/01", chk("c")), ("notebooks/02", rep("d", "inconclusive", chapter="2")),
-                      ("notebooks/02", rep("e", chapter="2", expected="uncalibrated")),
-                      ("notebooks/02", chk("f", chapter="2")), ("notebooks/02", chk("g", chapter="2"))],
-                     doc_order=["notebooks/02", "notebooks/01"], titles={"notebooks/01": "One", "notebooks/02": "Two"},
-                     hrefs={"notebooks/01": "../notebooks/01.html", "notebooks/02": "../notebooks/02.html"})
+    groups = L.group(
+        [
+            ("notebooks/01", rep("a")),
+            ("notebooks/01", rep("b", "not reproduced")),
+            ("notebooks/01", chk("c")),
+            ("notebooks/02", rep("d", "inconclusive", chapter="2")),
+            ("notebooks/02", rep("e", chapter="2", expected="uncalibrated")),
+            ("notebooks/02", chk("f", chapter="2")),
+            ("notebooks/02", chk("g", chapter="2")),
+        ],
+        doc_order=["notebooks/02", "notebooks/01"],
+        titles={"notebooks/01": "One", "notebooks/02": "Two"},
+        hrefs={"notebooks/01": "../notebooks/01.html", "notebooks/02": "../notebooks/02.html"},
+    )
     assert [g["label"] for g in groups] == ["Chapter 2 · Two", "Chapter 1 · One"]  # the toc order
     rows, total = L.counts(groups)
     assert total["claims"] == {"reproduced": 2, "not reproduced": 1, "inconclusive": 1}
@@ -119,25 +168,32 @@ def test_summary_counts_per_status_and_chapter():
 
 
 def test_claim_row_escapes_text_and_links():
-    r = rep("ch1.x<y", statement=NASTY, note="note & <i>", paper='"10x" & more', rule="< 5",
-            values=[1.0, 2.0, 3.0], seeds=[7, 8, 9])
+    r = rep(
+        "ch1.x<y",
+        statement=NASTY,
+        note="note & <i>",
+        paper='"10x" & more',
+        rule="< 5",
+        values=[1.0, 2.0, 3.0],
+        seeds=[7, 8, 9],
+    )
     cite = lambda key: ("../book/bibliography.html#id3", "Papyan et al. 2020", 'A "title" & <more>')
     h = L.claim_row(r, "../notebooks/01.html#" + anchor(r["id"]), cite)
     t = Tags(h)
     assert not t.unbalanced and not t.stack, t.unbalanced
     # nothing of the record's text became markup
     assert all(e["text"] != "bold" for e in t.find("b"))
-    assert all(e["text"].startswith("seed ") for e in t.find("i"))   # only the seed labels are italic
+    assert all(e["text"].startswith("seed ") for e in t.find("i"))  # only the seed labels are italic
     assert "<b>bold</b>" not in h
     assert html.escape(NASTY, quote=True) in h
     assert "note &amp; &lt;i&gt;" in h and "&quot;10x&quot; &amp; more" in h and "<code>&lt; 5</code>" in h
     det = t.find("details", "nclib-claim-row")
-    assert len(det) == 1 and det[0]["attrs"]["data-claim-id"] == "ch1.x<y"   # attribute round-trips
+    assert len(det) == 1 and det[0]["attrs"]["data-claim-id"] == "ch1.x<y"  # attribute round-trips
     assert det[0]["attrs"]["id"] == "ledger-" + anchor("ch1.x<y")
     summary = t.find("summary")[0]
-    assert NASTY not in summary["text"]                        # the statement sits in the detail only
+    assert NASTY not in summary["text"]  # the statement sits in the detail only
     assert NASTY in t.find("div", "nclib-detail")[0]["text"]
-    links = {e["attrs"]["href"]: e for e in t.find("a")[::-1]}   # the first link of each href
+    links = {e["attrs"]["href"]: e for e in t.find("a")[::-1]}  # the first link of each href
     assert links["../notebooks/01.html#claim-ch1-x-y"]["text"] == "ch1.x<y"
     assert links["../book/bibliography.html#id3"]["text"] == "Papyan et al. 2020"
     assert links["../book/bibliography.html#id3"]["attrs"]["title"] == 'A "title" & <more>'
@@ -153,9 +209,16 @@ def test_claim_row_escapes_text_and_links():
 
 
 def test_claims_and_checks_tables():
-    groups = L.group([("a", rep("r1")), ("a", chk("k1", statement="x & <y>")), ("b", rep("r2", "not reproduced")),
-                      ("b", rep("r3", "inconclusive", method="bootstrap", source="nokey"))],
-                     titles={"a": "A", "b": "B"}, hrefs={"a": "a.html", "b": "b.html"})
+    groups = L.group(
+        [
+            ("a", rep("r1")),
+            ("a", chk("k1", statement="x & <y>")),
+            ("b", rep("r2", "not reproduced")),
+            ("b", rep("r3", "inconclusive", method="bootstrap", source="nokey")),
+        ],
+        titles={"a": "A", "b": "B"},
+        hrefs={"a": "a.html", "b": "b.html"},
+    )
     cite = lambda key: ("bib.html#id1", "Han et al. 2022", None) if key == "han2022" else None
     h = L.claims_html(groups, cite)
     t = Tags(h)
@@ -164,9 +227,12 @@ def test_claims_and_checks_tables():
     assert [r["attrs"]["data-claim-id"] for r in rows] == ["r1", "r2", "r3"]
     assert [r["attrs"]["data-status"] for r in rows] == ["reproduced", "not reproduced", "inconclusive"]
     assert [e["text"] for e in t.find("div", "nclib-group")] == ["Chapter 1 · A", "Chapter 1 · B"]
-    assert {e["attrs"]["href"] for e in t.find("a", "nclib-id")} == {"a.html#claim-r1", "b.html#claim-r2",
-                                                                    "b.html#claim-r3"}
-    assert "<code>nokey</code>" in h                          # unknown bibliography key: shown, not linked
+    assert {e["attrs"]["href"] for e in t.find("a", "nclib-id")} == {
+        "a.html#claim-r1",
+        "b.html#claim-r2",
+        "b.html#claim-r3",
+    }
+    assert "<code>nokey</code>" in h  # unknown bibliography key: shown, not linked
     assert "bootstrap" in h and "mean" in h
     assert len([e for e in t.elements if e["attrs"].get("class") == "nclib-c"]) == len(L.CLAIM_HEAD)  # header
     c = L.checks_html(groups, cite)
@@ -182,15 +248,33 @@ def test_claims_and_checks_tables():
     assert "No reproduction claim recorded" in L.claims_html(L.group([("b", chk("k"))]))
 
 
-@pytest.mark.parametrize("rec", [
-    {},
-    {"id": "old.v1", "statement": "v1 record", "rule": ">= 1", "reproduced": False, "value": 0.5, "source": "x"},
-    {"kind": "reproduction", "id": "partial", "statistic": "n/a", "interval": [None], "values": "oops",
-     "seeds": None, "calibration": [1, 2], "expected": None},
-    {"kind": "check", "id": "c", "value": True, "rule": "true"},
-    {"kind": "reproduction", "id": "nan", "statistic": float("nan"), "interval": [float("-inf"), 1],
-     "values": [1, "x", None], "seeds": [0], "calibration": {"native": {"values": [1, 2]}, "emulated": "?"}},
-])
+@pytest.mark.parametrize(
+    "rec",
+    [
+        {},
+        {"id": "old.v1", "statement": "v1 record", "rule": ">= 1", "reproduced": False, "value": 0.5, "source": "x"},
+        {
+            "kind": "reproduction",
+            "id": "partial",
+            "statistic": "n/a",
+            "interval": [None],
+            "values": "oops",
+            "seeds": None,
+            "calibration": [1, 2],
+            "expected": None,
+        },
+        {"kind": "check", "id": "c", "value": True, "rule": "true"},
+        {
+            "kind": "reproduction",
+            "id": "nan",
+            "statistic": float("nan"),
+            "interval": [float("-inf"), 1],
+            "values": [1, "x", None],
+            "seeds": [0],
+            "calibration": {"native": {"values": [1, 2]}, "emulated": "?"},
+        },
+    ],
+)
 def test_old_or_partial_records_do_not_crash(rec):
     groups = L.group([("doc", rec), ("doc", "not a dict")])
     h = L.ledger_html(groups)
@@ -231,24 +315,89 @@ def _display(c: Claim) -> str:
 
 def _records():
     ch1 = [
-        Claim(kind="reproduction", id="ch1.nc1-tpt-10x", statement=NASTY, rule=">= 10", status="reproduced",
-              source="papyan2020", chapter="1", note="quick profile: 60 epochs", paper="orders of magnitude (Fig. 6)",
-              profile="quick", values=[14.8, 12.1, 10.4], seeds=[0, 1, 2], n=3, method="range", statistic=12.1,
-              interval=[10.4, 14.8], expected="reproduced", calibration=CAL),
-        Claim(kind="reproduction", id="ch1.etf-cos", statement="cosines approach -1/(K-1)", rule="< 0.1",
-              status="not reproduced", source="survey2022", chapter="1", note="too few epochs", paper="0.05",
-              profile="quick", values=[0.3, 0.2, 0.25], seeds=[0, 1, 2], n=3, method="bootstrap",
-              statistic=0.25, interval=[0.2, 0.3], expected="not reproduced", calibration=CAL),
-        Claim(kind="check", id="ch1.closed-form", statement="solver & closed form <agree>", rule="<= 1e-10",
-              status="passed", source="han2022", chapter="1", profile="quick", value=2e-16),
+        Claim(
+            kind="reproduction",
+            id="ch1.nc1-tpt-10x",
+            statement=NASTY,
+            rule=">= 10",
+            status="reproduced",
+            source="papyan2020",
+            chapter="1",
+            note="quick profile: 60 epochs",
+            paper="orders of magnitude (Fig. 6)",
+            profile="quick",
+            values=[14.8, 12.1, 10.4],
+            seeds=[0, 1, 2],
+            n=3,
+            method="range",
+            statistic=12.1,
+            interval=[10.4, 14.8],
+            expected="reproduced",
+            calibration=CAL,
+        ),
+        Claim(
+            kind="reproduction",
+            id="ch1.etf-cos",
+            statement="cosines approach -1/(K-1)",
+            rule="< 0.1",
+            status="not reproduced",
+            source="survey2022",
+            chapter="1",
+            note="too few epochs",
+            paper="0.05",
+            profile="quick",
+            values=[0.3, 0.2, 0.25],
+            seeds=[0, 1, 2],
+            n=3,
+            method="bootstrap",
+            statistic=0.25,
+            interval=[0.2, 0.3],
+            expected="not reproduced",
+            calibration=CAL,
+        ),
+        Claim(
+            kind="check",
+            id="ch1.closed-form",
+            statement="solver & closed form <agree>",
+            rule="<= 1e-10",
+            status="passed",
+            source="han2022",
+            chapter="1",
+            profile="quick",
+            value=2e-16,
+        ),
     ]
     ch2 = [
-        Claim(kind="reproduction", id="ch2.cdnv", statement="CDNV falls on test data", rule="in [0, 0.5]",
-              status="inconclusive", source="han2022", chapter="2", paper="", profile="quick",
-              values=[0.3, 0.6, 0.4], seeds=[3, 4, 5], n=3, method="range", statistic=0.4, interval=[0.3, 0.6],
-              expected="inconclusive", calibration=CAL),
-        Claim(kind="check", id="ch2.sum-one", statement="probabilities sum to 1", rule="== 1 (tol 1e-12)",
-              status="passed", source="papyan2020", chapter="2", profile="quick", value=1.0),
+        Claim(
+            kind="reproduction",
+            id="ch2.cdnv",
+            statement="CDNV falls on test data",
+            rule="in [0, 0.5]",
+            status="inconclusive",
+            source="han2022",
+            chapter="2",
+            paper="",
+            profile="quick",
+            values=[0.3, 0.6, 0.4],
+            seeds=[3, 4, 5],
+            n=3,
+            method="range",
+            statistic=0.4,
+            interval=[0.3, 0.6],
+            expected="inconclusive",
+            calibration=CAL,
+        ),
+        Claim(
+            kind="check",
+            id="ch2.sum-one",
+            statement="probabilities sum to 1",
+            rule="== 1 (tol 1e-12)",
+            status="passed",
+            source="papyan2020",
+            chapter="2",
+            profile="quick",
+            value=1.0,
+        ),
     ]
     return ch1, ch2
 
@@ -264,7 +413,8 @@ def tiny_book(tmp_path_factory):
 
     src = tmp_path_factory.mktemp("tiny")
     ch1, ch2 = _records()
-    (src / "conf.py").write_text(textwrap.dedent(f"""
+    (src / "conf.py").write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(EXT)!r})
         extensions = ["myst_parser", "sphinxcontrib.bibtex", "claims_ledger"]
@@ -273,8 +423,11 @@ def tiny_book(tmp_path_factory):
         bibtex_reference_style = "author_year"
         html_theme = "sphinx_book_theme"
         project = "tiny"
-        """))
-    (src / "refs.bib").write_text(BIB + "\n@misc{survey2022, author = {Agarwal, C.}, title = {Survey}, year = {2022}}\n")
+        """)
+    )
+    (src / "refs.bib").write_text(
+        BIB + "\n@misc{survey2022, author = {Agarwal, C.}, title = {Survey}, year = {2022}}\n"
+    )
     (src / "index.rst").write_text("Tiny\n====\n\n.. toctree::\n\n   ch1\n   ch2\n   ledger\n   bib\n")
     (src / "ch1.rst").write_text(_page("What is collapse", ch1))
     (src / "ch2.rst").write_text(_page("Test collapse", ch2))
@@ -322,8 +475,9 @@ def test_tiny_book_ledger(tiny_book):
     # the summary: per chapter and in total
     summary_rows = [e["text"] for e in t.find("tr", "nclib-summary-row")]
     assert len(summary_rows) == 2 and "Chapter 1" in summary_rows[0] and "Chapter 2" in summary_rows[1]
-    assert "3 reproduction claims: 1 reproduced, 1 not reproduced, 1 inconclusive" in \
-        html.unescape(" ".join(e["text"] for e in t.find("p", "nclib-summary-text")))
+    assert "3 reproduction claims: 1 reproduced, 1 not reproduced, 1 inconclusive" in html.unescape(
+        " ".join(e["text"] for e in t.find("p", "nclib-summary-text"))
+    )
     # the stylesheet is shipped and linked
     assert (out / "_static" / "claims_ledger.css").is_file() and "_static/claims_ledger.css" in page
     # claims.json: every field of every record, plus doc
@@ -363,8 +517,9 @@ def test_tiny_book_ledger_fits_1280px(tiny_book):
             }
             return bad;
         }""")
-        visible = page.eval_on_selector_all("details.nclib-claim-row .nclib-detail",
-                                            "els => els.map(e => e.offsetHeight > 0)")
+        visible = page.eval_on_selector_all(
+            "details.nclib-claim-row .nclib-detail", "els => els.map(e => e.offsetHeight > 0)"
+        )
         b.close()
     assert not overflow, overflow
     assert visible and all(visible)

@@ -1,6 +1,7 @@
 """Unit tests for the long-tailed subsampling of nclib.data: exact counts against the closed-form
 profiles, seeding, nesting across ratios, the untouched test split, load(..., long_tail=...),
 and input validation."""
+
 import random
 
 import numpy as np
@@ -14,31 +15,34 @@ from nclib import data as D
 # ----------------------------------------------------------------------------- counts
 def test_step_counts_known():
     assert D.long_tail_counts(10, 500, 100) == [500] * 5 + [5] * 5
-    assert D.long_tail_counts(10, 500, 30) == [500] * 5 + [16] * 5          # floor(500/30) = 16
+    assert D.long_tail_counts(10, 500, 30) == [500] * 5 + [16] * 5  # floor(500/30) = 16
     assert D.long_tail_counts(10, 500, 1) == [500] * 10
     assert D.long_tail_counts(4, 100, 10, n_minority=3) == [100, 10, 10, 10]
-    assert D.long_tail_counts(3, 100, 1000) == [100, 100, 1]                  # K//2 = 1 minority; ≥ 1
+    assert D.long_tail_counts(3, 100, 1000) == [100, 100, 1]  # K//2 = 1 minority; ≥ 1
 
 
 def test_exp_counts_known():
     assert D.long_tail_counts(3, 100, 100, "exp") == [100, 10, 1]
     assert D.long_tail_counts(5, 1000, 16, "exp") == [1000, 500, 250, 125, 62]
-    c = D.long_tail_counts(10, 5000, 100, "exp")                                # Cao et al.'s CIFAR-10-LT
+    c = D.long_tail_counts(10, 5000, 100, "exp")  # Cao et al.'s CIFAR-10-LT
     assert c[0] == 5000 and c[-1] == 50 and all(a >= b for a, b in zip(c, c[1:]))
 
 
-@pytest.mark.parametrize("kwargs, err", [
-    (dict(num_classes=10, n_max=100, ratio=0.5), ValueError),
-    (dict(num_classes=10, n_max=100, ratio=float("inf")), ValueError),
-    (dict(num_classes=10, n_max=100, ratio="10"), TypeError),
-    (dict(num_classes=10, n_max=100, ratio=10, kind="linear"), ValueError),
-    (dict(num_classes=10, n_max=100, ratio=10, n_minority=10), ValueError),
-    (dict(num_classes=10, n_max=100, ratio=10, n_minority=0), ValueError),
-    (dict(num_classes=10, n_max=100, ratio=10, kind="exp", n_minority=3), ValueError),
-    (dict(num_classes=1, n_max=100, ratio=10), ValueError),
-    (dict(num_classes=10, n_max=0, ratio=10), ValueError),
-    (dict(num_classes=10, n_max=10.0, ratio=10), TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        (dict(num_classes=10, n_max=100, ratio=0.5), ValueError),
+        (dict(num_classes=10, n_max=100, ratio=float("inf")), ValueError),
+        (dict(num_classes=10, n_max=100, ratio="10"), TypeError),
+        (dict(num_classes=10, n_max=100, ratio=10, kind="linear"), ValueError),
+        (dict(num_classes=10, n_max=100, ratio=10, n_minority=10), ValueError),
+        (dict(num_classes=10, n_max=100, ratio=10, n_minority=0), ValueError),
+        (dict(num_classes=10, n_max=100, ratio=10, kind="exp", n_minority=3), ValueError),
+        (dict(num_classes=1, n_max=100, ratio=10), ValueError),
+        (dict(num_classes=10, n_max=0, ratio=10), ValueError),
+        (dict(num_classes=10, n_max=10.0, ratio=10), TypeError),
+    ],
+)
 def test_counts_validation(kwargs, err):
     with pytest.raises(err):
         D.long_tail_counts(**kwargs)
@@ -56,7 +60,7 @@ def test_exact_counts_and_untouched_test(gm):
     assert lt.info["long_tail"]["counts"] == [40, 40, 40, 4, 4, 4]
     assert lt.info["long_tail"]["minority"] == [3, 4, 5]
     assert lt.test is gm.test and lt.num_classes == 6 and lt.input_shape == gm.input_shape
-    ex = D.long_tail(gm, "exp", 25, seed=0)                                     # n_max defaults to 50
+    ex = D.long_tail(gm, "exp", 25, seed=0)  # n_max defaults to 50
     assert ex.counts("train").tolist() == D.long_tail_counts(6, 50, 25, "exp")
 
 

@@ -1,4 +1,5 @@
 """Coding rate, rate reduction, MCR² loss and the one-hot MSE loss against closed forms."""
+
 import math
 
 import pytest
@@ -6,8 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from nclib.geometry import random_orthonormal, simplex_etf
-from nclib.losses import (MCR2Loss, RateReduction, _logdet_i_plus_cg, coding_rate, coding_rate_per_class,
-                          mse_onehot_loss, rate_reduction)
+from nclib.losses import (
+    MCR2Loss,
+    RateReduction,
+    _logdet_i_plus_cg,
+    coding_rate,
+    coding_rate_per_class,
+    mse_onehot_loss,
+    rate_reduction,
+)
 
 D64 = torch.float64
 
@@ -20,7 +28,7 @@ def _gen(seed=0):
 
 def _brute_rate(Z, eps):
     n, d = Z.shape
-    return 0.5 * torch.logdet(torch.eye(d, dtype=D64) + d / (n * eps ** 2) * Z.T @ Z)
+    return 0.5 * torch.logdet(torch.eye(d, dtype=D64) + d / (n * eps**2) * Z.T @ Z)
 
 
 def _brute_rate_c(Z, y, eps, K):
@@ -30,7 +38,7 @@ def _brute_rate_c(Z, y, eps, K):
         Zj = Z[y == j]
         nj = Zj.shape[0]
         if nj:
-            out = out + nj / (2 * n) * torch.logdet(torch.eye(d, dtype=D64) + d / (nj * eps ** 2) * Zj.T @ Zj)
+            out = out + nj / (2 * n) * torch.logdet(torch.eye(d, dtype=D64) + d / (nj * eps**2) * Zj.T @ Zj)
     return out
 
 
@@ -41,7 +49,7 @@ def test_coding_rate_orthogonal_rows(n, d):
     sig = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.1], dtype=D64)[:n]
     Z = sig[:, None] * random_orthonormal(n, d, seed=1)
     eps = 0.7
-    expected = 0.5 * sum(math.log(1 + d * s ** 2 / (n * eps ** 2)) for s in sig.tolist())
+    expected = 0.5 * sum(math.log(1 + d * s**2 / (n * eps**2)) for s in sig.tolist())
     for route in ("auto", "dd", "nn"):
         assert coding_rate(Z, eps, route=route).item() == pytest.approx(expected, rel=1e-12)
 
@@ -49,8 +57,8 @@ def test_coding_rate_orthogonal_rows(n, d):
 def test_coding_rate_orthonormal_columns():
     """n > d with orthonormal columns: ZᵀZ = I_d, so R = (d/2) log(1 + d/(n ε²))."""
     n, d, eps = 9, 4, 0.5
-    Z = random_orthonormal(d, n, seed=2).T           # n×d, ZᵀZ = I_d
-    expected = d / 2 * math.log(1 + d / (n * eps ** 2))
+    Z = random_orthonormal(d, n, seed=2).T  # n×d, ZᵀZ = I_d
+    expected = d / 2 * math.log(1 + d / (n * eps**2))
     assert coding_rate(Z, eps).item() == pytest.approx(expected, rel=1e-12)
     assert coding_rate(Z, eps, route="nn").item() == pytest.approx(expected, rel=1e-12)
 
@@ -61,7 +69,7 @@ def test_coding_rate_identical_rows(n, d):
     z = torch.randn(d, generator=_gen(3), dtype=D64)
     Z = z.repeat(n, 1)
     eps = 0.3
-    expected = 0.5 * math.log(1 + d * float(z @ z) / eps ** 2)
+    expected = 0.5 * math.log(1 + d * float(z @ z) / eps**2)
     for route in ("dd", "nn"):
         assert coding_rate(Z, eps, route=route).item() == pytest.approx(expected, rel=1e-10)
 
@@ -100,7 +108,7 @@ def test_float32_input_keeps_dtype_and_is_accurate():
 # ----------------------------------------------------------------------------- logdet kernel
 def test_logdet_methods_agree_batched():
     A = torch.randn(3, 5, 2, generator=_gen(7), dtype=D64)
-    G = A @ A.mT                                       # rank 2 in 5×5: rank-deficient
+    G = A @ A.mT  # rank 2 in 5×5: rank-deficient
     c = torch.tensor([0.1, 1.0, 50.0], dtype=D64)
     chol = _logdet_i_plus_cg(G, c, "cholesky")
     eig = _logdet_i_plus_cg(G, c, "eigh")
@@ -114,9 +122,9 @@ def test_logdet_methods_agree_batched():
 def test_small_eps_accurate_tiny_eps_finite():
     """Large c = d/(nε²) on a rank-one Gram: accurate for ε = 1e-4 (c‖G‖ ≈ 3e9); for an absurd
     ε = 1e-9 (c‖G‖ ≈ 3e19, beyond float64) the value is no longer accurate but still finite."""
-    z = torch.tensor([1.0, 2.0, 2.0], dtype=D64)     # ‖z‖² = 9
+    z = torch.tensor([1.0, 2.0, 2.0], dtype=D64)  # ‖z‖² = 9
     Z = z.repeat(4, 1).requires_grad_(True)
-    expected = 0.5 * math.log1p(3 * 9 / 1e-4 ** 2)
+    expected = 0.5 * math.log1p(3 * 9 / 1e-4**2)
     assert coding_rate(Z, 1e-4).item() == pytest.approx(expected, rel=1e-8)
     r = coding_rate(Z, 1e-9)
     r.backward()
@@ -135,7 +143,7 @@ def test_gradcheck(route):
 def test_gradient_finite_on_collapsed_features():
     """Neural collapse: every row of class k equals the ETF vertex m_k (rank-deficient Grams)."""
     K, d, per = 4, 6, 5
-    M = simplex_etf(K, d, seed=0)                    # K×d, unit rows
+    M = simplex_etf(K, d, seed=0)  # K×d, unit rows
     y = torch.arange(K).repeat_interleave(per)
     Z = M[y].clone().float().requires_grad_(True)
     loss = MCR2Loss(K)(Z, y)
@@ -158,7 +166,7 @@ def test_gradient_finite_on_collapsed_features():
 @pytest.mark.parametrize("n,d,K", [(30, 4, 3), (12, 20, 5)])
 def test_per_class_matches_loop(n, d, K):
     Z = torch.randn(n, d, generator=_gen(9), dtype=D64)
-    y = torch.randint(0, K - 1, (n,), generator=_gen(10))   # class K-1 absent
+    y = torch.randint(0, K - 1, (n,), generator=_gen(10))  # class K-1 absent
     y[0] = 0
     expected = _brute_rate_c(Z, y, 0.5, K).item()
     for route in ("auto", "dd", "nn"):
@@ -173,7 +181,7 @@ def test_per_class_collapsed_closed_form_and_imbalance():
     y = torch.tensor([0] * 1 + [1] * 4 + [2] * 7)[torch.randperm(12, generator=_gen(12))]
     Z = mu[y]
     n = 12
-    expected = sum(c / (2 * n) * math.log(1 + d * float(mu[j] @ mu[j]) / eps ** 2) for j, c in enumerate(counts))
+    expected = sum(c / (2 * n) * math.log(1 + d * float(mu[j] @ mu[j]) / eps**2) for j, c in enumerate(counts))
     assert coding_rate_per_class(Z, y, eps, 3).item() == pytest.approx(expected, rel=1e-10)
 
 
@@ -206,14 +214,14 @@ def test_rate_reduction_closed_forms_mcr2_principle():
     K, s, m, eps = 4, 3, 2, 0.5
     Zs, y = _orthogonal_subspaces(K, s, m)
     d = K * s
-    Zc = torch.eye(d, dtype=D64)[:K][y]                      # collapsed, n_j = s·m too
+    Zc = torch.eye(d, dtype=D64)[:K][y]  # collapsed, n_j = s·m too
     rc = rate_reduction(Zc, y, eps, K)
     rs = rate_reduction(Zs, y, eps, K)
     assert isinstance(rs, RateReduction)
-    assert rc.r.item() == pytest.approx(K / 2 * math.log(1 + d / (K * eps ** 2)), rel=1e-12)
-    assert rc.r_c.item() == pytest.approx(0.5 * math.log(1 + d / eps ** 2), rel=1e-12)
-    assert rs.r.item() == pytest.approx(d / 2 * math.log(1 + 1 / eps ** 2), rel=1e-12)
-    assert rs.r_c.item() == pytest.approx(s / 2 * math.log(1 + K / eps ** 2), rel=1e-12)
+    assert rc.r.item() == pytest.approx(K / 2 * math.log(1 + d / (K * eps**2)), rel=1e-12)
+    assert rc.r_c.item() == pytest.approx(0.5 * math.log(1 + d / eps**2), rel=1e-12)
+    assert rs.r.item() == pytest.approx(d / 2 * math.log(1 + 1 / eps**2), rel=1e-12)
+    assert rs.r_c.item() == pytest.approx(s / 2 * math.log(1 + K / eps**2), rel=1e-12)
     dR, r, r_c = rs
     assert dR.item() == pytest.approx(r.item() - r_c.item(), rel=1e-12)
     assert rs.delta_r > rc.delta_r > 0
@@ -226,8 +234,8 @@ def test_rate_reduction_simplex_etf_closed_form():
     M = simplex_etf(K, d, seed=3)
     y = torch.arange(K).repeat(per)
     rr = rate_reduction(M[y], y, eps, K)
-    assert rr.r.item() == pytest.approx((K - 1) / 2 * math.log(1 + d / ((K - 1) * eps ** 2)), rel=1e-10)
-    assert rr.r_c.item() == pytest.approx(0.5 * math.log(1 + d / eps ** 2), rel=1e-10)
+    assert rr.r.item() == pytest.approx((K - 1) / 2 * math.log(1 + d / ((K - 1) * eps**2)), rel=1e-10)
+    assert rr.r_c.item() == pytest.approx(0.5 * math.log(1 + d / eps**2), rel=1e-10)
 
 
 # ----------------------------------------------------------------------------- MCR2Loss
@@ -276,8 +284,7 @@ def test_mse_onehot_loss_closed_form():
     assert mse_onehot_loss(2.0 * F.one_hot(y, 3).float(), y, 3, scale=2.0).item() == 0.0
     Zr = torch.randn(7, 4, generator=_gen(15))
     yr = torch.randint(0, 4, (7,), generator=_gen(16))
-    torch.testing.assert_close(mse_onehot_loss(Zr, yr, 4),
-                               4 / 2 * F.mse_loss(Zr, F.one_hot(yr, 4).float()))
+    torch.testing.assert_close(mse_onehot_loss(Zr, yr, 4), 4 / 2 * F.mse_loss(Zr, F.one_hot(yr, 4).float()))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -1,6 +1,7 @@
 """Unit tests for nclib.data.many_class: shapes, seeding, class identity across requests,
 prefix-stable sample sets, analytic special cases of the generative model, loading by name,
 and input validation."""
+
 import random
 
 import numpy as np
@@ -91,6 +92,7 @@ def test_pure_noise_has_variance_sigma_squared():
 def test_nuisance_makes_raw_nearest_mean_harder():
     """The calibration behind chapter 5: nuisance directions raise the within-class spread
     relative to the distances between class means."""
+
     def ratio(nuisance):
         X, y = D.many_class(20, 30, 1, nuisance=nuisance, seed=0).tensors()
         X = X.double()
@@ -111,20 +113,23 @@ def test_load_by_name_and_class_subset():
     assert "many_class" in D.DATASETS
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    (dict(num_classes=1), ValueError),
-    (dict(num_classes=0), ValueError),
-    (dict(n_per_class=0), ValueError),
-    (dict(num_classes=2.0), TypeError),
-    (dict(class_offset=-1), ValueError),
-    (dict(class_offset=1.5), TypeError),
-    (dict(seed=-1), ValueError),
-    (dict(seed=True), TypeError),
-    (dict(noise=-0.1), ValueError),
-    (dict(within=float("nan")), ValueError),
-    (dict(nuisance="big"), TypeError),
-    (dict(latent_dim=0), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        (dict(num_classes=1), ValueError),
+        (dict(num_classes=0), ValueError),
+        (dict(n_per_class=0), ValueError),
+        (dict(num_classes=2.0), TypeError),
+        (dict(class_offset=-1), ValueError),
+        (dict(class_offset=1.5), TypeError),
+        (dict(seed=-1), ValueError),
+        (dict(seed=True), TypeError),
+        (dict(noise=-0.1), ValueError),
+        (dict(within=float("nan")), ValueError),
+        (dict(nuisance="big"), TypeError),
+        (dict(latent_dim=0), ValueError),
+    ],
+)
 def test_validation(kwargs, exc):
     with pytest.raises(exc):
         D.many_class(**{"num_classes": 3, "n_per_class": 2, "n_test_per_class": 1, **kwargs})

@@ -1,5 +1,6 @@
 """Margins (nclib.geometry), model states kept by fit (nclib.train) and the run-level measures of
 chapters 2–3 (nclib.generalization), each against an analytically known case."""
+
 import math
 
 import pandas as pd
@@ -10,9 +11,15 @@ from nclib import generalization as gen
 from nclib import geometry as g
 from nclib.train import TrainConfig, fit
 
-TINY = TrainConfig(data="gaussian", data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=20),
-                   model="mlp", model_kwargs=dict(width=32, depth=2, batchnorm=True),
-                   epochs=6, batch_size=32, n_logs=4)
+TINY = TrainConfig(
+    data="gaussian",
+    data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=20),
+    model="mlp",
+    model_kwargs=dict(width=32, depth=2, batchnorm=True),
+    epochs=6,
+    batch_size=32,
+    n_logs=4,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -90,14 +97,17 @@ def test_margin_scale_center_options():
     assert g.margin_scale(W, H, center=True) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("args,err", [
-    ((torch.eye(3), torch.ones(2, 4), torch.tensor([0, 1])), ValueError),      # D mismatch
-    ((torch.eye(3), torch.ones(2, 3), torch.tensor([0, 3])), ValueError),      # label out of range
-    ((torch.eye(3), torch.ones(2, 3), torch.tensor([0.0, 1.0])), TypeError),   # float labels
-    ((torch.eye(3), torch.ones(2, 3), torch.tensor([0])), ValueError),         # one label too few
-    ((torch.ones(1, 3), torch.ones(2, 3), torch.tensor([0, 0])), ValueError),  # K = 1
-    (([[1.0]], torch.ones(2, 3), torch.tensor([0, 0])), TypeError),            # not a tensor
-])
+@pytest.mark.parametrize(
+    "args,err",
+    [
+        ((torch.eye(3), torch.ones(2, 4), torch.tensor([0, 1])), ValueError),  # D mismatch
+        ((torch.eye(3), torch.ones(2, 3), torch.tensor([0, 3])), ValueError),  # label out of range
+        ((torch.eye(3), torch.ones(2, 3), torch.tensor([0.0, 1.0])), TypeError),  # float labels
+        ((torch.eye(3), torch.ones(2, 3), torch.tensor([0])), ValueError),  # one label too few
+        ((torch.ones(1, 3), torch.ones(2, 3), torch.tensor([0, 0])), ValueError),  # K = 1
+        (([[1.0]], torch.ones(2, 3), torch.tensor([0, 0])), TypeError),  # not a tensor
+    ],
+)
 def test_margins_validate(args, err):
     with pytest.raises(err):
         g.margins(*args)
@@ -149,7 +159,9 @@ def test_max_margin_classifier_two_classes():
     y = torch.tensor([1, 0, 1, 0])
     W, b = g.max_margin_classifier(H, y, C=1e4)
     assert W.shape == (2, 2) and b.shape == (2,)
-    assert g.classifier_cosine(W, torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)) == pytest.approx(1.0, abs=1e-6)
+    assert g.classifier_cosine(W, torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)) == pytest.approx(
+        1.0, abs=1e-6
+    )
     assert bool((g.margins(W, H, y, b) > 0).all())
 
 
@@ -210,8 +222,17 @@ def test_keep_states_survive_a_resume(tmp_path):
             assert torch.equal(v, run.states[e][k]), (e, k)
 
 
-@pytest.mark.parametrize("keep,err", [((7,), ValueError), ((-1,), ValueError), (("3",), TypeError),
-                                      ("3", TypeError), ((1.0,), TypeError), (3, TypeError)])
+@pytest.mark.parametrize(
+    "keep,err",
+    [
+        ((7,), ValueError),
+        ((-1,), ValueError),
+        (("3",), TypeError),
+        ("3", TypeError),
+        ((1.0,), TypeError),
+        (3, TypeError),
+    ],
+)
 def test_keep_states_validated(keep, err):
     with pytest.raises(err):
         fit(TINY, progress=False, cache=False, keep_states=keep)
@@ -219,14 +240,14 @@ def test_keep_states_validated(keep, err):
 
 # ----------------------------------------------------------------------------- nclib.generalization
 def test_budget_epochs_matches_fit_batching():
-    assert gen.budget_epochs(250, 128, 1500) == 750       # 1 full batch + a trailing batch of 122
-    assert gen.budget_epochs(257, 128, 1000) == 500       # trailing batch of 1 is folded away
-    assert gen.budget_epochs(4000, 128, 1500) == 47       # 31 full + trailing 32 → 32 per epoch
+    assert gen.budget_epochs(250, 128, 1500) == 750  # 1 full batch + a trailing batch of 122
+    assert gen.budget_epochs(257, 128, 1000) == 500  # trailing batch of 1 is folded away
+    assert gen.budget_epochs(4000, 128, 1500) == 47  # 31 full + trailing 32 → 32 per epoch
     assert gen.budget_epochs(10, 128, 5) == 5
     with pytest.raises(ValueError):
         gen.budget_epochs(0, 128, 10)
     with pytest.raises(ValueError):
-        gen.budget_epochs(1, 128, 10)                     # no batch of ≥ 2 samples
+        gen.budget_epochs(1, 128, 10)  # no batch of ≥ 2 samples
 
 
 def test_budget_epochs_counts_the_steps_fit_takes():

@@ -4,6 +4,7 @@ Display math ``$$ … $$`` must stand alone between blank lines: inside a paragr
 inline ``$…$``, markdown-it pairs the dollars differently from what the author meant and the page
 shows garbled formulas (issue 18). Labelled key equations are referenced with ``{eq}``.
 """
+
 import re
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """fit(loss="mcr2"), the clean validation hold-out, log_rates, and the projection head."""
+
 import hashlib
 import json
 import math
@@ -10,9 +11,15 @@ from nclib.data import gaussian_mixture
 from nclib.models import Projected, build
 from nclib.train import TrainConfig, fit, library_fingerprint
 
-TINY = dict(data="gaussian", data_kwargs={"num_classes": 3, "dim": 6, "n_per_class": 40, "n_test_per_class": 20,
-                                          "separation": 4.0, "seed": 0},
-            model="mlp", model_kwargs={"width": 16, "depth": 1}, epochs=4, n_logs=3, batch_size=60)
+TINY = dict(
+    data="gaussian",
+    data_kwargs={"num_classes": 3, "dim": 6, "n_per_class": 40, "n_test_per_class": 20, "separation": 4.0, "seed": 0},
+    model="mlp",
+    model_kwargs={"width": 16, "depth": 1},
+    epochs=4,
+    n_logs=3,
+    batch_size=60,
+)
 
 
 def test_new_fields_at_defaults_leave_the_cache_key_unchanged():
@@ -24,12 +31,17 @@ def test_new_fields_at_defaults_leave_the_cache_key_unchanged():
     assert cfg.replace(loss="mcr2").key() != cfg.replace(loss="mcr2", mcr2_eps=1.0).key()
 
 
-@pytest.mark.parametrize("kw,exc,match", [({"loss": "hinge"}, ValueError, "loss must be"),
-                                          ({"mcr2_eps": 0.0}, ValueError, "mcr2_eps"),
-                                          ({"mcr2_eps": float("nan")}, ValueError, "mcr2_eps"),
-                                          ({"mcr2_components": 0}, ValueError, "mcr2_components"),
-                                          ({"val_size": -1}, ValueError, "val_size"),
-                                          ({"log_rates": 1}, TypeError, "log_rates")])
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        ({"loss": "hinge"}, ValueError, "loss must be"),
+        ({"mcr2_eps": 0.0}, ValueError, "mcr2_eps"),
+        ({"mcr2_eps": float("nan")}, ValueError, "mcr2_eps"),
+        ({"mcr2_components": 0}, ValueError, "mcr2_components"),
+        ({"val_size": -1}, ValueError, "val_size"),
+        ({"log_rates": 1}, TypeError, "log_rates"),
+    ],
+)
 def test_config_validation(kw, exc, match):
     with pytest.raises(exc, match=match):
         TrainConfig(**kw)
@@ -67,11 +79,11 @@ def test_validation_hold_out_is_clean_disjoint_and_logged():
     assert int(run.data.info["flipped"].sum()) == 45
     for col in ("val_error", "rate", "rate_c", "rate_within", "class_rank"):
         assert col in run.history and run.history[col].notna().all()
-    assert (run.history.rate >= run.history.rate_c - 1e-9).all()      # ΔR ≥ 0
+    assert (run.history.rate >= run.history.rate_c - 1e-9).all()  # ΔR ≥ 0
     # every epoch's validation and test errors are in the curve, equal to the history's at logged epochs
     assert run.curve.val_error.notna().all() and len(run.curve) == cfg.epochs
     both = run.history.merge(run.curve, on="epoch", suffixes=("", "_curve"))
-    assert len(both) == len(run.history) - 1                          # all logged epochs but 0
+    assert len(both) == len(run.history) - 1  # all logged epochs but 0
     assert (both.val_error == both.val_error_curve).all()
     # the history's test error is computed in float64 from the features, the curve's from float32 logits:
     # a near-tie may flip, nothing more
@@ -79,8 +91,13 @@ def test_validation_hold_out_is_clean_disjoint_and_logged():
 
 
 def test_fit_mcr2_trains_the_feature_map_only():
-    cfg = TrainConfig(**{**TINY, "model_kwargs": {"width": 16, "depth": 1, "projection": 8}, "epochs": 6,
-                         "n_logs": 6}, loss="mcr2", lr=0.05, mcr2_components=3, val_size=30)
+    cfg = TrainConfig(
+        **{**TINY, "model_kwargs": {"width": 16, "depth": 1, "projection": 8}, "epochs": 6, "n_logs": 6},
+        loss="mcr2",
+        lr=0.05,
+        mcr2_components=3,
+        val_size=30,
+    )
     init = build("mlp", (6,), 3, width=16, depth=1, projection=8, seed=0)
     run = fit(cfg, cache=False, progress=False)
     h = run.history
@@ -93,5 +110,5 @@ def test_fit_mcr2_trains_the_feature_map_only():
     # nearest-subspace errors, NC metrics of the normalised features, running error undefined
     for col in ("train_error", "test_error", "val_error", "nc1", "class_rank"):
         assert h[col].notna().all()
-    assert h.test_error.iloc[-1] < 0.2                       # well separated mixture
+    assert h.test_error.iloc[-1] < 0.2  # well separated mixture
     assert run.curve.train_error_running.isna().all() and run.tpt_start is None

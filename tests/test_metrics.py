@@ -1,6 +1,7 @@
 """Unit tests for nclib.metrics: analytic cases, exactness of the streaming statistics, agreement
 with a naive full-matrix implementation written from Papyan et al.'s formulas, invariances, the
 model-level ``measure`` entry point, and input validation."""
+
 import math
 from collections import OrderedDict
 
@@ -22,7 +23,7 @@ def stats_of(x, y, K, *, scatter=True, batch_size=None):
     st = FeatureStats(K, x.shape[1], scatter=scatter)
     bs = batch_size or max(1, x.shape[0])
     for s in range(0, x.shape[0], bs):
-        st.update(x[s:s + bs], y[s:s + bs])
+        st.update(x[s : s + bs], y[s : s + bs])
     return st
 
 
@@ -77,7 +78,7 @@ def papyan_reference(x, y, K, W=None, b=None, *, global_mean="samples"):
     for k in range(K):
         d = x[y == k] - means[k]
         Sw += d.T @ d
-        sq[k] = (d ** 2).sum() / len(d)
+        sq[k] = (d**2).sum() / len(d)
     Sw /= N
     Mc = means - mu_G
     Sb = Mc.T @ Mc / K
@@ -129,8 +130,12 @@ def test_stats_match_direct_computation(make_data):
     dev = x - st.means[y]
     assert_close(st.scatter, dev.T @ dev, 1e-12, "scatter")
     assert_close(st.sigma_w(), dev.T @ dev / len(y), 1e-12, "sigma_w")
-    assert_close(st.class_variances(), torch.stack([((x[y == k] - x[y == k].mean(0)) ** 2).sum(1).mean()
-                                                    for k in range(K)]), 1e-12, "class variances")
+    assert_close(
+        st.class_variances(),
+        torch.stack([((x[y == k] - x[y == k].mean(0)) ** 2).sum(1).mean() for k in range(K)]),
+        1e-12,
+        "class variances",
+    )
     assert_close(st.global_mean("samples"), x.mean(0), 1e-12, "global mean (samples)")
     assert_close(st.global_mean("classes"), st.means.mean(0), 1e-12, "global mean (classes)")
     Mc = st.means - x.mean(0)
@@ -314,8 +319,9 @@ def test_nc1_identical_means_is_inf():
 
 # ----------------------------------------------------------------------------- against a naive implementation
 @pytest.mark.parametrize("global_mean", ["samples", "classes"])
-@pytest.mark.parametrize("counts,D", [([25] * 4, 10), ([7, 40, 16, 22], 10), ([12, 30, 9, 20], 3)],
-                         ids=["balanced", "imbalanced", "D<K"])
+@pytest.mark.parametrize(
+    "counts,D", [([25] * 4, 10), ([7, 40, 16, 22], 10), ([12, 30, 9, 20], 3)], ids=["balanced", "imbalanced", "D<K"]
+)
 def test_agrees_with_naive_papyan_implementation(make_data, global_mean, counts, D):
     K = 4
     x, y = make_data(K, D, counts, seed=11, sep=1.5)
@@ -325,8 +331,18 @@ def test_agrees_with_naive_papyan_implementation(make_data, global_mean, counts,
     ref = papyan_reference(x, y, K, W, b, global_mean=global_mean)
     st = stats_of(x, y, K, batch_size=9)
     got = M.collapse_metrics(st, W, b, global_mean=global_mean)
-    for key in ("nc1", "trace_ratio", "equinorm_means", "equiangularity", "max_angle", "etf_error", "cdnv",
-                "equinorm_classifier", "self_duality", "self_duality_zhu"):
+    for key in (
+        "nc1",
+        "trace_ratio",
+        "equinorm_means",
+        "equiangularity",
+        "max_angle",
+        "etf_error",
+        "cdnv",
+        "equinorm_classifier",
+        "self_duality",
+        "self_duality_zhu",
+    ):
         assert_close(got[key], ref[key], 1e-8, key)
     res = M.measure_features(x, y, W, b, batch_size=11, global_mean=global_mean)
     for key, v in ref.items():
@@ -358,8 +374,21 @@ def test_measure_features_key_names(make_data):
     x, y = make_data(3, 5, 10, seed=15)
     W = torch.randn(3, 5, dtype=F64)
     keys = set(M.measure_features(x, y, W).metrics)
-    assert keys == {"nc1", "trace_ratio", "equinorm_means", "equinorm_classifier", "equiangularity", "max_angle",
-                    "etf_error", "self_duality", "self_duality_zhu", "ncc_mismatch", "cdnv", "accuracy", "n"}
+    assert keys == {
+        "nc1",
+        "trace_ratio",
+        "equinorm_means",
+        "equinorm_classifier",
+        "equiangularity",
+        "max_angle",
+        "etf_error",
+        "self_duality",
+        "self_duality_zhu",
+        "ncc_mismatch",
+        "cdnv",
+        "accuracy",
+        "n",
+    }
     keys = set(M.measure_features(x, y).metrics)
     assert keys == {"nc1", "trace_ratio", "equinorm_means", "equiangularity", "max_angle", "etf_error", "cdnv", "n"}
 
@@ -508,8 +537,9 @@ def test_ncc_mismatch_against_brute_force(make_data):
 # ----------------------------------------------------------------------------- many-class variants
 def test_equinorm_log_known_values():
     t = torch.tensor([0.0, 0.5, 2.0, -1.0, 0.3], dtype=F64)
-    dirs = torch.nn.functional.normalize(torch.randn(5, 2, generator=torch.Generator().manual_seed(24),
-                                                     dtype=F64), dim=1)
+    dirs = torch.nn.functional.normalize(
+        torch.randn(5, 2, generator=torch.Generator().manual_seed(24), dtype=F64), dim=1
+    )
     V = dirs * t.exp()[:, None]
     assert M.equinorm_log(V) == pytest.approx(float(t.std()), rel=1e-12)
     assert M.equinorm_log(V, unbiased=False) == pytest.approx(float(t.std(correction=0)), rel=1e-12)
@@ -720,9 +750,16 @@ def test_update_errors():
 def test_empty_class_errors(make_data):
     x, y = make_data(3, 4, [5, 0, 6], seed=28)
     st = stats_of(x, y, 3)
-    for fn in (lambda: M.nc1(st), lambda: M.cdnv(st), lambda: M.equinorm(st), lambda: M.trace_ratio(st),
-               lambda: st.global_mean(), lambda: st.class_variances(), lambda: st.sigma_w(),
-               lambda: M.collapse_metrics(st)):
+    for fn in (
+        lambda: M.nc1(st),
+        lambda: M.cdnv(st),
+        lambda: M.equinorm(st),
+        lambda: M.trace_ratio(st),
+        lambda: st.global_mean(),
+        lambda: st.class_variances(),
+        lambda: st.sigma_w(),
+        lambda: M.collapse_metrics(st),
+    ):
         with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no samples"):
             fn()
     with pytest.raises(ValueError, match="no samples"):
@@ -759,7 +796,8 @@ def test_convention_errors(make_data):
         M.measure_features(x, y, global_mean="x")
     # within="classes" for the trace ratio averages the per-class variances
     assert M.trace_ratio(st, within="classes") == pytest.approx(
-        float(st.class_variances().mean()) / float((st.centered_means() ** 2).sum() / 3))
+        float(st.class_variances().mean()) / float((st.centered_means() ** 2).sum() / 3)
+    )
 
 
 def test_scatter_free_stats():

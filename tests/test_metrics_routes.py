@@ -7,6 +7,7 @@ computation and against analytic cases:
 * ``TrainingTracker`` (the approximation from training forward passes): exact on its features;
 * validation of the new arguments.
 """
+
 import math
 
 import pytest
@@ -62,19 +63,23 @@ def direct_pair_values(st, W, unbiased=True):
     d2 = (st.means[i] - st.means[j]).pow(2).sum(1)
     var = st.sq_dev / st.counts
     kern = -(U[i] - U[j]).norm(dim=1).log()
-    return {"equiangularity": float(cos.std()), "max_angle": float((cos + 1 / (K - 1)).abs().mean()),
-            "gram_etf_error": etf(Mc, Mc), "cdnv": float(((var[i] + var[j]) / (2 * d2)).mean()),
-            "hyperspherical_uniformity.energy": float(kern.mean()),
-            "hyperspherical_uniformity.spread": float(kern.std()),
-            "self_duality_zhu": etf(W.to(F64), Mc)}
+    return {
+        "equiangularity": float(cos.std()),
+        "max_angle": float((cos + 1 / (K - 1)).abs().mean()),
+        "gram_etf_error": etf(Mc, Mc),
+        "cdnv": float(((var[i] + var[j]) / (2 * d2)).mean()),
+        "hyperspherical_uniformity.energy": float(kern.mean()),
+        "hyperspherical_uniformity.spread": float(kern.std()),
+        "self_duality_zhu": etf(W.to(F64), Mc),
+    }
 
 
 # ----------------------------------------------------------------------------- pair blocks
 def test_pair_rows_bounds_the_block():
-    assert M._pair_rows(10, 512) == 10            # K ≤ D: one block, the direct code
+    assert M._pair_rows(10, 512) == 10  # K ≤ D: one block, the direct code
     assert M._pair_rows(100, 100) == 100
     r = M._pair_rows(1000, 256)
-    assert r < 1000 and r * 1000 <= 1000 * 256 + 256 ** 2
+    assert r < 1000 and r * 1000 <= 1000 * 256 + 256**2
     assert M._pair_rows(10_000, 2) >= 1
 
 
@@ -84,7 +89,7 @@ def test_blocked_pair_statistics_match_the_formulas(K, D, offset):
     means = torch.randn(K, D, generator=g, dtype=F64) + offset
     st = stats_from_means(means, torch.rand(K, generator=g, dtype=F64) + 0.1)
     W = torch.randn(K, D, generator=g, dtype=F64)
-    assert M._pair_rows(K, D) < K                  # the blocked route is the one under test
+    assert M._pair_rows(K, D) < K  # the blocked route is the one under test
     got, want = pair_values(st, W), direct_pair_values(st, W)
     for k in want:
         assert rel(got[k], want[k]) <= 1e-12, (k, got[k], want[k])
@@ -130,7 +135,9 @@ def test_many_class_etf_free_analytic_case():
     K = 12
     t = 2 * math.pi * torch.arange(K, dtype=F64) / K
     st = stats_from_means(torch.stack([t.cos(), t.sin()], 1), torch.ones(K, dtype=F64))
-    cos = torch.tensor([math.cos(2 * math.pi * ((j - i) % K) / K) for i in range(K) for j in range(i + 1, K)], dtype=F64)
+    cos = torch.tensor(
+        [math.cos(2 * math.pi * ((j - i) % K) / K) for i in range(K) for j in range(i + 1, K)], dtype=F64
+    )
     assert rel(M.equiangularity(st), cos.std()) <= 1e-12
     assert rel(M.max_angle(st), (cos + 1 / (K - 1)).abs().mean()) <= 1e-12
     assert M.equinorm(st) < 1e-14
@@ -227,7 +234,7 @@ def test_default_key_order_unchanged():
     W = torch.randn(4, 6, generator=g)
     m = M.measure_features(x, y, W)
     keys = list(M.collapse_metrics(m.stats, W))
-    assert list(m.metrics)[:len(keys)] == keys
+    assert list(m.metrics)[: len(keys)] == keys
     assert not math.isnan(m["cdnv"]) and m["cdnv"] == M.cdnv(m.stats)
 
 
@@ -251,10 +258,10 @@ def test_tracker_is_exact_on_its_features():
     tr = M.TrainingTracker(net.classifier, K, precision="float64")
     net.train()
     for s in range(0, 90, 32):
-        tr.labels(y[s:s + 32])
-        net(X[s:s + 32])
+        tr.labels(y[s : s + 32])
+        net(X[s : s + 32])
     net.eval()
-    net(X)                              # evaluation-mode calls are ignored
+    net(X)  # evaluation-mode calls are ignored
     net.train()
     assert tr.pending == 90
     got = tr.compute().metrics
@@ -274,13 +281,13 @@ def test_tracker_pairs_in_order_and_checks_sizes():
     X, y = torch.randn(40, 6), torch.arange(40) % K
     with M.TrainingTracker(net.classifier, K) as tr:
         net.train()
-        net(X[:20])                      # forward first, labels after: paired in order
+        net(X[:20])  # forward first, labels after: paired in order
         tr.labels(y[:20])
-        net(X[20:])                      # a forward whose labels come later stays pending
+        net(X[20:])  # a forward whose labels come later stays pending
         m = tr.compute()
         assert m["n"] == 20
-        assert tr._rows == 20             # the second forward pass waits for its labels
-        tr.labels(y[20:30])              # wrong size for the pending batch
+        assert tr._rows == 20  # the second forward pass waits for its labels
+        tr.labels(y[20:30])  # wrong size for the pending batch
         with pytest.raises(ValueError, match="labels"):
             tr.compute()
 
@@ -347,11 +354,11 @@ def test_tracker_float32_default_is_close_to_exact():
     torch.manual_seed(1)
     net, K = Net(d_in=6, D=16, K=3), 3
     X, y = torch.randn(300, 6), torch.arange(300) % K
-    tr = M.TrainingTracker(net.classifier, K)          # precision="float32"
+    tr = M.TrainingTracker(net.classifier, K)  # precision="float32"
     net.train()
     for s in range(0, 300, 64):
-        net(X[s:s + 64])
-        tr.labels(y[s:s + 64])
+        net(X[s : s + 64])
+        tr.labels(y[s : s + 64])
     got = tr.compute().metrics
     want = M.measure(net, [(X, y)], num_classes=K).metrics
     for k in want:

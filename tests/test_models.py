@@ -1,4 +1,5 @@
 """nclib.models: the features()/classifier split, the fixed ETF head, validation."""
+
 import math
 
 import pytest
@@ -14,13 +15,16 @@ def _x(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name, shape, kw, dim", [
-    ("mlp", (8,), dict(width=16, depth=2, batchnorm=True), 16),
-    ("mlp", (8,), dict(width=12, depth=1, batchnorm=False), 12),
-    ("mlp", (1, 6, 6), dict(width=10, depth=1), 10),  # image input is flattened
-    ("cnn1d", (40,), dict(channels=4, width=16), 16),
-    ("cnn1d", (20,), dict(channels=2, width=8, batchnorm=False), 8),
-])
+@pytest.mark.parametrize(
+    "name, shape, kw, dim",
+    [
+        ("mlp", (8,), dict(width=16, depth=2, batchnorm=True), 16),
+        ("mlp", (8,), dict(width=12, depth=1, batchnorm=False), 12),
+        ("mlp", (1, 6, 6), dict(width=10, depth=1), 10),  # image input is flattened
+        ("cnn1d", (40,), dict(channels=4, width=16), 16),
+        ("cnn1d", (20,), dict(channels=2, width=8, batchnorm=False), 8),
+    ],
+)
 def test_features_classifier_split(name, shape, kw, dim):
     K = 5
     m = build(name, shape, K, **kw).eval()
@@ -129,18 +133,21 @@ def test_make_head():
         make_head("cosine", 6, 3)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: build("vgg", (8,), 4), "unknown model"),
-    (lambda: build("mlp", (8,), 4, head="cosine"), "unknown head"),
-    (lambda: build("mlp", (8,), 1), "num_classes"),
-    (lambda: build("mlp", (8,), 4.0), "num_classes"),
-    (lambda: build("resnet18", (3072,), 10), "resnet18 needs image inputs"),
-    (lambda: build("resnet18", (32, 32), 10), "resnet18 needs image inputs"),
-    (lambda: build("mlp", (8,), 4, depth=0), "depth"),
-    (lambda: build("mlp", (8,), 4, width=0), "width"),
-    (lambda: build("mlp", (8,), 5, width=3, head="etf"), "simplex ETF"),  # K > D+1
-    (lambda: FixedETFClassifier(2, 4), "simplex ETF"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: build("vgg", (8,), 4), "unknown model"),
+        (lambda: build("mlp", (8,), 4, head="cosine"), "unknown head"),
+        (lambda: build("mlp", (8,), 1), "num_classes"),
+        (lambda: build("mlp", (8,), 4.0), "num_classes"),
+        (lambda: build("resnet18", (3072,), 10), "resnet18 needs image inputs"),
+        (lambda: build("resnet18", (32, 32), 10), "resnet18 needs image inputs"),
+        (lambda: build("mlp", (8,), 4, depth=0), "depth"),
+        (lambda: build("mlp", (8,), 4, width=0), "width"),
+        (lambda: build("mlp", (8,), 5, width=3, head="etf"), "simplex ETF"),  # K > D+1
+        (lambda: FixedETFClassifier(2, 4), "simplex ETF"),
+    ],
+)
 def test_validation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -1,4 +1,5 @@
 """Symmetric label noise: exact flip counts, flips to other classes, uniformity, seeding, Data wrapper."""
+
 import random
 
 import numpy as np
@@ -16,13 +17,15 @@ def _labels(N, K, seed=0):
     return torch.randint(0, K, (N,), generator=g)
 
 
-@pytest.mark.parametrize("N,K,ratio", [(1, 2, 1.0), (10, 2, 0.3), (97, 3, 0.5), (1000, 10, 0.2),
-                                       (1000, 10, 0.8), (50, 7, 1.0), (13, 4, 0.35)])
+@pytest.mark.parametrize(
+    "N,K,ratio",
+    [(1, 2, 1.0), (10, 2, 0.3), (97, 3, 0.5), (1000, 10, 0.2), (1000, 10, 0.8), (50, 7, 1.0), (13, 4, 0.35)],
+)
 def test_exact_count_and_every_flip_changes(N, K, ratio):
     y = _labels(N, K)
     y_before = y.clone()
     noisy, flipped = symmetric_label_noise(y, ratio, K, seed=1)
-    assert torch.equal(y, y_before)                                  # input untouched
+    assert torch.equal(y, y_before)  # input untouched
     assert flipped.dtype == torch.bool and flipped.shape == (N,)
     assert int(flipped.sum()) == round(ratio * N)
     assert bool((noisy[flipped] != y[flipped]).all())
@@ -35,7 +38,7 @@ def test_ratio_zero_is_identity_and_empty_input():
     y = _labels(100, 5)
     noisy, flipped = symmetric_label_noise(y, 0.0, 5, seed=3)
     assert torch.equal(noisy, y) and not flipped.any()
-    assert noisy.data_ptr() != y.data_ptr()                           # a copy, not the input
+    assert noisy.data_ptr() != y.data_ptr()  # a copy, not the input
     e, f = symmetric_label_noise(torch.zeros(0, dtype=torch.long), 0.5, 3, seed=0)
     assert e.shape == (0,) and f.shape == (0,)
 
@@ -88,12 +91,12 @@ def test_redraw_any_matches_authors_model():
     assert torch.equal(flipped, noisy != y)
     m = round(ratio * N)
     changed = int(flipped.sum())
-    sd = (m * (1 / K) * (1 - 1 / K)) ** 0.5                        # binomial s.d. of the unchanged ones
+    sd = (m * (1 / K) * (1 - 1 / K)) ** 0.5  # binomial s.d. of the unchanged ones
     assert abs(changed - m * (K - 1) / K) < 5 * sd
     counts = torch.bincount(noisy, minlength=K).double()
-    counts[1] -= N - m                                               # remove the never-chosen positions
+    counts[1] -= N - m  # remove the never-chosen positions
     chi2 = float(((counts - m / K) ** 2 / (m / K)).sum())
-    assert chi2 < 21.1                                               # χ²(3) 0.9999 quantile
+    assert chi2 < 21.1  # χ²(3) 0.9999 quantile
     with pytest.raises(ValueError, match="redraw"):
         symmetric_label_noise(y, ratio, K, seed=0, redraw="all")
 
@@ -130,7 +133,7 @@ def test_with_label_noise_tensor_dataset():
     noisy = with_label_noise(data, 0.3, seed=2)
     assert isinstance(noisy, Data) and isinstance(noisy.train, TensorDataset)
     Xn, yn = noisy.tensors("train")
-    assert torch.equal(Xn, X) and torch.equal(y, y_before)           # inputs shared, original labels intact
+    assert torch.equal(Xn, X) and torch.equal(y, y_before)  # inputs shared, original labels intact
     assert noisy.test is data.test
     assert torch.equal(noisy.tensors("test")[1], yt)
     flipped = noisy.info["flipped"]
@@ -139,7 +142,7 @@ def test_with_label_noise_tensor_dataset():
     assert torch.equal(noisy.info["clean_train_labels"], y)
     assert noisy.info["label_noise"] == 0.3 and noisy.info["noise_seed"] == 2
     assert noisy.info["noise_redraw"] == "other"
-    assert "centres" in noisy.info and "flipped" not in data.info     # original info not mutated
+    assert "centres" in noisy.info and "flipped" not in data.info  # original info not mutated
     assert noisy.num_classes == 4 and noisy.input_shape == data.input_shape
     same = with_label_noise(data, 0.0, seed=2)
     assert torch.equal(same.tensors("train")[1], y)
@@ -160,7 +163,7 @@ class _ImageLike(Dataset):
 
 def test_with_label_noise_non_tensor_dataset():
     base = _ImageLike(30, 3)
-    sub = Subset(base, list(range(0, 30, 2)))                        # 15 items
+    sub = Subset(base, list(range(0, 30, 2)))  # 15 items
     data = Data("fake", sub, base, 3, (2,))
     noisy = with_label_noise(data, 0.4, seed=0)
     assert isinstance(noisy.train, RelabeledDataset)
@@ -169,6 +172,6 @@ def test_with_label_noise_non_tensor_dataset():
     _, yn = noisy.tensors("train")
     assert int((yn != clean).sum()) == round(0.4 * 15) == int(noisy.info["flipped"].sum())
     x0, _ = noisy.train[1]
-    assert torch.equal(x0, torch.full((2,), 2.0))                    # inputs from the wrapped dataset
+    assert torch.equal(x0, torch.full((2,), 2.0))  # inputs from the wrapped dataset
     with pytest.raises(ValueError, match="one label per item"):
         RelabeledDataset(base, torch.zeros(3, dtype=torch.long))

@@ -1,4 +1,5 @@
 """Each chapter has one source (notebooks/NN_slug.md, MyST); its .ipynb is generated from it."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_ipynb_is_generated_from_its_myst_source():
-    r = subprocess.run([sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, "generated notebooks out of date — run `python scripts/sync_notebooks.py`:\n" + r.stdout + r.stderr
+    r = subprocess.run(
+        [sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, (
+        "generated notebooks out of date — run `python scripts/sync_notebooks.py`:\n" + r.stdout + r.stderr
+    )
 
 
 def test_every_chapter_is_a_myst_notebook():
@@ -33,5 +38,7 @@ def test_a_hand_edit_of_a_generated_notebook_is_detected(tmp_path):
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     nb = next((tmp_path / "notebooks").glob("01_*.ipynb"))
     nb.write_text(nb.read_text().replace("Chapter 1", "Chapter One", 1))
-    r = subprocess.run([sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "scripts/sync_notebooks.py", "--check"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode == 1 and "01_" in r.stdout

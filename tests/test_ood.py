@@ -1,4 +1,5 @@
 """NC5, NECO, max-softmax and AUROC against analytic cases (nclib.ood)."""
+
 import math
 
 import pytest
@@ -25,14 +26,14 @@ def test_auroc_matches_pairwise_count():
 
 
 def test_nc5_orthogonal_and_parallel():
-    means = torch.eye(3, 4, dtype=torch.float64) * 5            # ID class means e1, e2, e3
+    means = torch.eye(3, 4, dtype=torch.float64) * 5  # ID class means e1, e2, e3
     y = torch.arange(30) % 3
     H = means[y]
     Z_orth = torch.zeros(10, 4, dtype=torch.float64)
-    Z_orth[:, 3] = 2.0                                           # OoD mean along e4
+    Z_orth[:, 3] = 2.0  # OoD mean along e4
     assert ood.nc5(H, y, Z_orth) == 0.0
     Z_par = torch.ones(10, 4, dtype=torch.float64)
-    Z_par[:, 3] = 0.0                                            # OoD mean (1,1,1,0): cosine 1/sqrt(3) with each
+    Z_par[:, 3] = 0.0  # OoD mean (1,1,1,0): cosine 1/sqrt(3) with each
     assert ood.nc5(H, y, Z_par) == pytest.approx(1 / math.sqrt(3), abs=1e-15)
 
 
@@ -62,22 +63,34 @@ def test_neco_max_logit_and_msp():
     assert torch.allclose(p, torch.tensor([0.5, 0.75], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("call, err, pattern", [
-    (lambda: ood.NECO(dim=0), ValueError, "dim"),
-    (lambda: ood.NECO(dim=2.5), TypeError, "dim"),
-    (lambda: ood.NECO(dim=5).fit(torch.randn(10, 3)), ValueError, "dim"),
-    (lambda: ood.NECO(dim=1).score(torch.randn(3, 2)), ValueError, "fit"),
-    (lambda: ood.NECO(dim=1).fit(torch.randn(10, 3)).score(torch.randn(3, 2)), ValueError, "features"),
-    (lambda: ood.nc5(torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1]), torch.randn(3, 3)), ValueError,
-     "ood_features"),
-    (lambda: ood.nc5(torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 3]), torch.randn(3, 2), num_classes=4),
-     ValueError, "id_labels"),
-    (lambda: ood.nc5(torch.randn(6, 2).numpy(), torch.tensor([0, 1, 0, 1, 0, 1]), torch.randn(3, 2)), TypeError,
-     "id_features"),
-    (lambda: ood.auroc(torch.tensor([]), torch.ones(2)), ValueError, "id_scores"),
-    (lambda: ood.auroc(torch.ones(2), torch.tensor([[1.0]])), ValueError, "ood_scores"),
-    (lambda: ood.max_softmax(torch.tensor([1.0, 2.0])), ValueError, "logits"),
-])
+@pytest.mark.parametrize(
+    "call, err, pattern",
+    [
+        (lambda: ood.NECO(dim=0), ValueError, "dim"),
+        (lambda: ood.NECO(dim=2.5), TypeError, "dim"),
+        (lambda: ood.NECO(dim=5).fit(torch.randn(10, 3)), ValueError, "dim"),
+        (lambda: ood.NECO(dim=1).score(torch.randn(3, 2)), ValueError, "fit"),
+        (lambda: ood.NECO(dim=1).fit(torch.randn(10, 3)).score(torch.randn(3, 2)), ValueError, "features"),
+        (
+            lambda: ood.nc5(torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1]), torch.randn(3, 3)),
+            ValueError,
+            "ood_features",
+        ),
+        (
+            lambda: ood.nc5(torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 3]), torch.randn(3, 2), num_classes=4),
+            ValueError,
+            "id_labels",
+        ),
+        (
+            lambda: ood.nc5(torch.randn(6, 2).numpy(), torch.tensor([0, 1, 0, 1, 0, 1]), torch.randn(3, 2)),
+            TypeError,
+            "id_features",
+        ),
+        (lambda: ood.auroc(torch.tensor([]), torch.ones(2)), ValueError, "id_scores"),
+        (lambda: ood.auroc(torch.ones(2), torch.tensor([[1.0]])), ValueError, "ood_scores"),
+        (lambda: ood.max_softmax(torch.tensor([1.0, 2.0])), ValueError, "logits"),
+    ],
+)
 def test_bad_input(call, err, pattern):
     with pytest.raises(err, match=pattern):
         call()

@@ -1,5 +1,6 @@
 """nclib.plots: every panel labelled; the K = 4 ETF frame is exact on an exact ETF; the
 animation renders to HTML/JS."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -88,8 +89,15 @@ def test_collapse_panels_custom_panels():
 def test_collapse_panels_on_a_real_history():
     from nclib.train import TrainConfig, fit
 
-    cfg = TrainConfig(data="gaussian", data_kwargs=dict(num_classes=4, dim=8, n_per_class=20, n_test_per_class=5),
-                      model="mlp", model_kwargs=dict(width=8, depth=1), epochs=3, batch_size=40, n_logs=3)
+    cfg = TrainConfig(
+        data="gaussian",
+        data_kwargs=dict(num_classes=4, dim=8, n_per_class=20, n_test_per_class=5),
+        model="mlp",
+        model_kwargs=dict(width=8, depth=1),
+        epochs=3,
+        batch_size=40,
+        n_logs=3,
+    )
     run = fit(cfg, cache=False, progress=False)
     fig = plots.collapse_panels(run.history, tpt_epoch=run.tpt_start)
     assert_labelled(fig)
@@ -141,8 +149,11 @@ def test_etf_frame_is_rotation_invariant(seed):
 
 def test_etf_frame_of_general_means():
     g = torch.Generator().manual_seed(0)
-    snap = {"means": torch.randn(4, 10, generator=g, dtype=torch.float64),
-            "W": torch.randn(4, 10, generator=g, dtype=torch.float64), "b": torch.zeros(4)}
+    snap = {
+        "means": torch.randn(4, 10, generator=g, dtype=torch.float64),
+        "W": torch.randn(4, 10, generator=g, dtype=torch.float64),
+        "b": torch.zeros(4),
+    }
     m3, w3, C = plots.etf_frame(snap)
     assert np.isfinite(m3).all() and np.isfinite(w3).all()
     assert np.linalg.norm(m3, axis=1).mean() == pytest.approx(1.0)
@@ -187,8 +198,11 @@ def snapshots_collapsing(n=3):
     out = {}
     for i, e in enumerate((0, 3, 10, 30, 100)[:n]):
         t = i / (n - 1)
-        out[e] = {"means": (1 - t) * start + t * end["means"], "W": (1 - t) * start.flip(0) + t * end["W"],
-                  "b": torch.zeros(4, dtype=torch.float64)}
+        out[e] = {
+            "means": (1 - t) * start + t * end["means"],
+            "W": (1 - t) * start.flip(0) + t * end["W"],
+            "b": torch.zeros(4, dtype=torch.float64),
+        }
     return out
 
 
@@ -222,20 +236,50 @@ def test_collapse_animation_renders_html():
 def _figures():
     """Every figure function of nclib.plots that the chapters call, on small synthetic inputs."""
     h = fake_history()
-    sizes = pd.DataFrame({"n_train": [100, 300, 1000, 3000], "train_cdnv": [0.1, 0.05, 0.02, 0.01],
-                          "test_cdnv": [0.5, 0.3, 0.2, 0.1], "test_cdnv_train_means": [0.6, 0.4, 0.3, 0.2],
-                          "test_accuracy": [0.6, 0.7, 0.8, 0.9], "ncc_agreement_test": [0.8, 0.85, 0.9, 0.95]})
-    transfer = pd.DataFrame({"l": [2, 5, 10, 20], "cdnv": [0.3, 0.2, 0.1, 0.05], "test_cdnv": [0.4, 0.3, 0.2, 0.1],
-                             "target_cdnv": [0.9, 0.7, 0.5, 0.4], "fs1": [0.3, 0.4, 0.5, 0.6], "fs5": [0.5, 0.6, 0.7, 0.8],
-                             "fs1_ci": [0.02] * 4, "fs5_ci": [0.02] * 4})
+    sizes = pd.DataFrame(
+        {
+            "n_train": [100, 300, 1000, 3000],
+            "train_cdnv": [0.1, 0.05, 0.02, 0.01],
+            "test_cdnv": [0.5, 0.3, 0.2, 0.1],
+            "test_cdnv_train_means": [0.6, 0.4, 0.3, 0.2],
+            "test_accuracy": [0.6, 0.7, 0.8, 0.9],
+            "ncc_agreement_test": [0.8, 0.85, 0.9, 0.95],
+        }
+    )
+    transfer = pd.DataFrame(
+        {
+            "l": [2, 5, 10, 20],
+            "cdnv": [0.3, 0.2, 0.1, 0.05],
+            "test_cdnv": [0.4, 0.3, 0.2, 0.1],
+            "target_cdnv": [0.9, 0.7, 0.5, 0.4],
+            "fs1": [0.3, 0.4, 0.5, 0.6],
+            "fs5": [0.5, 0.6, 0.7, 0.8],
+            "fs1_ci": [0.02] * 4,
+            "fs5_ci": [0.02] * 4,
+        }
+    )
     g = torch.Generator().manual_seed(0)
     traj = {e: torch.randn(200, generator=g, dtype=torch.float64) + e / 10 for e in (1, 10, 100)}
-    sweep = pd.DataFrame({"R": [1, 10, 100] * 2, "head": ["learnable"] * 3 + ["fixed ETF"] * 3,
-                          "cos_W_minority": [-0.1, 0.5, 0.9, -0.1, -0.1, -0.1], "cos_means_minority": [-0.1, 0.3, 0.8] * 2,
-                          "acc_minority": [0.9, 0.5, 0.1, 0.9, 0.6, 0.3], "acc_majority": [0.9] * 6})
+    sweep = pd.DataFrame(
+        {
+            "R": [1, 10, 100] * 2,
+            "head": ["learnable"] * 3 + ["fixed ETF"] * 3,
+            "cos_W_minority": [-0.1, 0.5, 0.9, -0.1, -0.1, -0.1],
+            "cos_means_minority": [-0.1, 0.3, 0.8] * 2,
+            "acc_minority": [0.9, 0.5, 0.1, 0.9, 0.6, 0.3],
+            "acc_majority": [0.9] * 6,
+        }
+    )
     ufm = pd.DataFrame({"R": [1, 10, 100] * 2, "lam": [5e-3] * 3 + [1e-2] * 3, "cos": [-0.1, 0.6, 1.0, -0.1, 0.8, 1.0]})
-    replay = pd.DataFrame({"fraction": [0.0, 0.01, 0.1, 0.5], "net_all": [0.0, 0.3, 0.6, 0.8],
-                           "probe_all": [0.5, 0.6, 0.7, 0.85], "gap": [0.5, 0.3, 0.1, 0.05], "inflation": [np.nan, 3.0, 1.5, 1.1]})
+    replay = pd.DataFrame(
+        {
+            "fraction": [0.0, 0.01, 0.1, 0.5],
+            "net_all": [0.0, 0.3, 0.6, 0.8],
+            "probe_all": [0.5, 0.6, 0.7, 0.85],
+            "gap": [0.5, 0.3, 0.1, 0.05],
+            "inflation": [np.nan, 3.0, 1.5, 1.1],
+        }
+    )
     bands = {"learnable": [fake_history(s) for s in range(3)], "fixed ETF": [fake_history(s + 3) for s in range(3)]}
     fig, ax = plots.subplots(1, 3)
     for a in ax:

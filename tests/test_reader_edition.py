@@ -4,6 +4,7 @@ carries a solution marker or a hidden test; solutions are collapsed (reader) or 
 The chapter sources are checked with the pure functions (cheap); the Sphinx hooks on a tiny
 jupyter-book project with a fake chapter (two builds, ~15 s each), never on the real book.
 """
+
 import importlib.util
 import json
 import os
@@ -27,7 +28,9 @@ def _solution_lines(nb) -> list[str]:
     lines, region = [], False
     for c in nb.cells:
         if c.cell_type == "raw":
-            region = bool(re.match(r"\s*# BEGIN SOLUTION", c.source)) or (region and not re.match(r"\s*# END SOLUTION", c.source))
+            region = bool(re.match(r"\s*# BEGIN SOLUTION", c.source)) or (
+                region and not re.match(r"\s*# END SOLUTION", c.source)
+            )
             continue
         if c.cell_type != "code":
             continue
@@ -48,7 +51,9 @@ def test_chapter_editions_publish_no_solution_or_hidden_test(src):
     master = jupytext.reads(text, fmt="md:myst")
     hidden = [c.source.split("\n", 1)[1].strip() for c in master.cells if ex.is_hidden_test(c)]
     sols = _solution_lines(master)
-    n_regions = sum(1 for c in master.cells if c.cell_type == "raw" and c.source.lstrip().startswith("# BEGIN SOLUTION"))
+    n_regions = sum(
+        1 for c in master.cells if c.cell_type == "raw" and c.source.lstrip().startswith("# BEGIN SOLUTION")
+    )
     assert hidden and sols and n_regions >= 2
     for which in ex.EDITIONS:
         for target in ("build", "publish"):
@@ -60,7 +65,11 @@ def test_chapter_editions_publish_no_solution_or_hidden_test(src):
             if (which, target) == ("course", "publish"):
                 assert not [l for l in sols if l in out], "a solution line is published in the course edition"
             if target == "build":  # what is executed: the master's code without hidden tests and marker lines
-                want = [ex.strip_markers(c.source) for c in master.cells if c.cell_type == "code" and not ex.is_hidden_test(c)]
+                want = [
+                    ex.strip_markers(c.source)
+                    for c in master.cells
+                    if c.cell_type == "code" and not ex.is_hidden_test(c)
+                ]
                 assert [c.source for c in nb.cells if c.cell_type == "code"] == want
     reader = ex.edition(master, "reader", target="publish", colab=True)
     for c in reader.cells:
@@ -92,7 +101,7 @@ launch_buttons:
   colab_url: "https://colab.research.google.com"
 sphinx:
   local_extensions:
-    exercises: {ROOT / 'book' / '_ext'}
+    exercises: {ROOT / "book" / "_ext"}
   config:
     nb_merge_streams: true
 {extra_sphinx_config}""")
@@ -100,14 +109,23 @@ sphinx:
     (proj / "intro.md").write_text("# Tiny\n\nintro\n")
     (proj / "notebooks" / "01_fake.md").write_text(FAKE)
     env = {**os.environ, ex.EDITION_ENV: edition, "MPLBACKEND": "Agg"}
-    r = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(proj), "-W", "-n", "--keep-going"],
-                       cwd=proj, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(proj), "-W", "-n", "--keep-going"],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     return proj / "_build" / "html"
 
 
 def _published_text(html):
-    return {p: p.read_text(errors="replace") for p in html.rglob("*") if p.is_file() and p.suffix in (".html", ".md", ".ipynb", ".js", ".txt", ".json")}
+    return {
+        p: p.read_text(errors="replace")
+        for p in html.rglob("*")
+        if p.is_file() and p.suffix in (".html", ".md", ".ipynb", ".js", ".txt", ".json")
+    }
 
 
 def test_tiny_book_reader_edition(tmp_path):
@@ -143,7 +161,11 @@ def test_tiny_book_course_edition(tmp_path):
     assert "colab.research.google.com/github/example/tiny/blob/main/reader/01_fake.ipynb" in page
 
 
-FAKE = (Path(__file__).with_name("_fake_chapter.md")).read_text() if Path(__file__).with_name("_fake_chapter.md").exists() else ""
+FAKE = (
+    (Path(__file__).with_name("_fake_chapter.md")).read_text()
+    if Path(__file__).with_name("_fake_chapter.md").exists()
+    else ""
+)
 
 
 def test_sync_writes_reader_editions_when_switched_on(tmp_path, monkeypatch):
@@ -162,4 +184,5 @@ def test_sync_writes_reader_editions_when_switched_on(tmp_path, monkeypatch):
     text = dest.read_text()
     assert not ex.leaks(text) and '"cellView": "form"' in text
     import nbformat
+
     nbformat.validate(nbformat.reads(text, as_version=4))

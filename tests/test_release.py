@@ -5,6 +5,7 @@ calibration table; CHANGELOG.md has a section for that version; LICENSE and CITA
 The build runs on a copy of the repository's files (tracked and untracked, not ignored) without
 build isolation, so it needs no network and leaves nothing in the working tree.
 """
+
 import ast
 import re
 import shutil
@@ -36,8 +37,9 @@ def test_the_version_lives_in_one_place():
     import tomllib
 
     assert "version" not in tomllib.loads(py)["project"], "pyproject.toml must not repeat the version"
-    assert not re.search(r"^version:", (ROOT / "CITATION.cff").read_text(), re.M), \
+    assert not re.search(r"^version:", (ROOT / "CITATION.cff").read_text(), re.M), (
         "CITATION.cff must not repeat the version (or this test must compare it)"
+    )
 
 
 def test_changelog_records_the_version():
@@ -58,8 +60,9 @@ def test_licence_and_citation_files():
 
 
 def _copy_sources(dst: Path):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, text=True
+    )
     if files.returncode != 0:
         pytest.skip("not a git checkout: cannot tell the sources from the build outputs")
     for rel in filter(None, files.stdout.split("\0")):
@@ -76,8 +79,11 @@ def dist(tmp_path_factory):
     src = tmp_path_factory.mktemp("src")
     out = tmp_path_factory.mktemp("dist")
     _copy_sources(src)
-    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, f"python -m build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return out
 
@@ -87,8 +93,9 @@ def test_build_makes_a_wheel_and_an_sdist_that_pass_twine_check(dist):
     wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
     assert [w.name for w in wheels] == [f"neural_collapse_book-{v}-py3-none-any.whl"]
     assert [s.name for s in sdists] == [f"neural_collapse_book-{v}.tar.gz"]
-    r = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, wheels + sdists)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, wheels + sdists)], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.count("PASSED") == 2, r.stdout + r.stderr
 
 

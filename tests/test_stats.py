@@ -1,5 +1,6 @@
 """nclib.stats: exact rank correlation, intervals over seeds, the three-way rule status and the
 calibrated expectation — each against a case worked out by hand."""
+
 import itertools
 
 import numpy as np
@@ -34,8 +35,15 @@ def test_the_chapter_helpers_use_the_exact_correlation():
     assert transfer.spearman([1, 2, 3, 4, 5], [1, 3, 2, 4, 5]) == 0.9
 
 
-@pytest.mark.parametrize("x,y,match", [([1, 2], [1], "same length"), ([1], [1], "at least 2"),
-                                       ([1, 1, 1], [1, 2, 3], "constant"), ([1, float("nan")], [1, 2], "NaN")])
+@pytest.mark.parametrize(
+    "x,y,match",
+    [
+        ([1, 2], [1], "same length"),
+        ([1], [1], "at least 2"),
+        ([1, 1, 1], [1, 2, 3], "constant"),
+        ([1, float("nan")], [1, 2], "NaN"),
+    ],
+)
 def test_spearman_errors(x, y, match):
     with pytest.raises(ValueError, match=match):
         stats.spearman(x, y)
@@ -53,13 +61,24 @@ def test_seed_interval():
         stats.seed_interval([])
 
 
-@pytest.mark.parametrize("rule,lo,hi,status", [
-    (">= 10", 10, 20, "reproduced"), (">= 10", 9.99, 20, "inconclusive"), (">= 10", 1, 9.99, "not reproduced"),
-    ("> 10", 10, 20, "inconclusive"), ("> 10", 1, 10, "not reproduced"),
-    ("< 0.1", 0, 0.09, "reproduced"), ("< 0.1", 0, 0.1, "inconclusive"), ("< 0.1", 0.1, 0.2, "not reproduced"),
-    ("<= 0.1", 0, 0.1, "reproduced"), ("in [1, 2]", 1, 2, "reproduced"), ("in [1, 2]", 0, 1, "inconclusive"),
-    ("in [1, 2]", 2.5, 3, "not reproduced"), ("in [1, 2]", 0, 3, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "rule,lo,hi,status",
+    [
+        (">= 10", 10, 20, "reproduced"),
+        (">= 10", 9.99, 20, "inconclusive"),
+        (">= 10", 1, 9.99, "not reproduced"),
+        ("> 10", 10, 20, "inconclusive"),
+        ("> 10", 1, 10, "not reproduced"),
+        ("< 0.1", 0, 0.09, "reproduced"),
+        ("< 0.1", 0, 0.1, "inconclusive"),
+        ("< 0.1", 0.1, 0.2, "not reproduced"),
+        ("<= 0.1", 0, 0.1, "reproduced"),
+        ("in [1, 2]", 1, 2, "reproduced"),
+        ("in [1, 2]", 0, 1, "inconclusive"),
+        ("in [1, 2]", 2.5, 3, "not reproduced"),
+        ("in [1, 2]", 0, 3, "inconclusive"),
+    ],
+)
 def test_rule_status(rule, lo, hi, status):
     assert stats.rule_status(rule, lo, hi) == status
 

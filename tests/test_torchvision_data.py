@@ -1,6 +1,7 @@
 """nclib.data's torchvision loaders on tiny fixtures written in torchvision's real on-disk formats
 (MNIST/FashionMNIST: raw IDX files; CIFAR-10: the python-pickle batches). No network, ever:
 every load passes download=False and a tmp root."""
+
 import pickle
 import struct
 
@@ -57,8 +58,15 @@ def write_cifar10(root, seed):
         x = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         y = [int(v) for v in _labels(per_batch, i)]
         with open(base / f"data_batch_{i}", "wb") as f:
-            pickle.dump({"batch_label": f"training batch {i} of 5", "data": x, "labels": y,
-                         "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]}, f)
+            pickle.dump(
+                {
+                    "batch_label": f"training batch {i} of 5",
+                    "data": x,
+                    "labels": y,
+                    "filenames": [f"img{i}_{j}.png" for j in range(per_batch)],
+                },
+                f,
+            )
         train_x.append(x)
         train_y += y
     tx = rng.integers(0, 256, size=(N_TEST, 3072), dtype=np.uint8)
@@ -66,8 +74,25 @@ def write_cifar10(root, seed):
     with open(base / "test_batch", "wb") as f:
         pickle.dump({"batch_label": "testing batch 1 of 1", "data": tx, "labels": ty}, f)
     with open(base / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_cases_per_batch": per_batch,
+                "num_vis": 3072,
+            },
+            f,
+        )
     return {"train": (np.concatenate(train_x), np.array(train_y, dtype=np.uint8)), "test": (tx, np.array(ty))}
 
 
@@ -194,8 +219,15 @@ def test_unknown_torchvision_set(tmp_path):
 
 def test_fit_one_epoch_on_the_mnist_fixture(mnist_root):
     root, _ = mnist_root
-    cfg = TrainConfig(data="mnist", data_kwargs=dict(root=str(root), download=False), model="mlp",
-                      model_kwargs=dict(width=16, depth=1, batchnorm=False), epochs=1, batch_size=16, n_logs=1)
+    cfg = TrainConfig(
+        data="mnist",
+        data_kwargs=dict(root=str(root), download=False),
+        model="mlp",
+        model_kwargs=dict(width=16, depth=1, batchnorm=False),
+        epochs=1,
+        batch_size=16,
+        n_logs=1,
+    )
     run = fit(cfg, root=root / "cache", progress=False)
     assert run.history["epoch"].tolist() == [0, 1]
     assert run.model.body[0].in_features == 28 * 28  # the MLP flattens the images

@@ -1,6 +1,7 @@
 """nclib.train: fit() on tiny configs — history/snapshots/curve, determinism, the results
 cache, checkpoint/resume (also after a real SIGKILL), atomic saves, config validation, recipes,
 and nclib.profiles. Every fit here takes well under a second."""
+
 import json
 import multiprocessing as mp
 import os
@@ -24,13 +25,34 @@ from nclib.train import Run, TrainConfig, atomic_save, features_of, fit, log_epo
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = TrainConfig(data="gaussian", data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=10),
-                   model="mlp", model_kwargs=dict(width=32, depth=2, batchnorm=True),
-                   epochs=6, batch_size=32, n_logs=4)
+TINY = TrainConfig(
+    data="gaussian",
+    data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=10),
+    model="mlp",
+    model_kwargs=dict(width=32, depth=2, batchnorm=True),
+    epochs=6,
+    batch_size=32,
+    n_logs=4,
+)
 
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "test_error", "nc1", "trace_ratio", "equinorm_means",
-                  "equinorm_classifier", "equiangularity", "max_angle", "etf_error", "self_duality",
-                  "self_duality_zhu", "ncc_mismatch", "cdnv"]
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_error",
+    "test_error",
+    "nc1",
+    "trace_ratio",
+    "equinorm_means",
+    "equinorm_classifier",
+    "equiangularity",
+    "max_angle",
+    "etf_error",
+    "self_duality",
+    "self_duality_zhu",
+    "ncc_mismatch",
+    "cdnv",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -136,8 +158,11 @@ def test_tpt_start_semantics():
 
 
 def test_tpt_start_on_a_separable_problem():
-    cfg = TINY.replace(data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=10, separation=12.0,
-                                        noise=0.5), epochs=10, n_logs=3)
+    cfg = TINY.replace(
+        data_kwargs=dict(num_classes=4, dim=8, n_per_class=30, n_test_per_class=10, separation=12.0, noise=0.5),
+        epochs=10,
+        n_logs=3,
+    )
     r = fit(cfg, cache=False, progress=False)
     t = r.tpt_start
     assert t is not None and 1 <= t <= 10
@@ -165,10 +190,13 @@ def test_features_of_and_run_features(ref):
     assert torch.allclose(F7, F, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("changes", [
-    dict(loss="mse"),
-    dict(optimizer="adam", lr=0.01, schedule="cosine"),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(loss="mse"),
+        dict(optimizer="adam", lr=0.01, schedule="cosine"),
+    ],
+)
 def test_other_losses_and_optimizers_train(changes):
     r = fit(TINY.replace(epochs=8, n_logs=2, **changes), cache=False, progress=False)
     loss = r.curve["train_loss"].to_numpy()
@@ -195,8 +223,9 @@ def test_schedules_in_the_curve():
 
 
 def test_fixed_etf_head_is_not_trained():
-    r = fit(TINY.replace(model_kwargs=dict(width=16, depth=1, head="etf"), epochs=2, n_logs=2),
-            cache=False, progress=False)
+    r = fit(
+        TINY.replace(model_kwargs=dict(width=16, depth=1, head="etf"), epochs=2, n_logs=2), cache=False, progress=False
+    )
     assert torch.equal(r.snapshots[0]["W"], r.snapshots[2]["W"])
     assert (r.snapshots[0]["b"] == 0).all()
 
@@ -334,8 +363,19 @@ def test_source_hash_covers_what_training_imports():
     # the loop itself, in the package: ``from ..metrics``/``..losses`` (top level and inside functions)
     # and ``from .. import __version__`` are followed; the package's own __init__ comes with it
     loop = set(train.module_closure("train.loop"))
-    assert {"train.loop", "train.config", "train.cache", "train", "metrics", "losses", "models", "data",
-            "evaluation", "noise", "__init__"} <= loop
+    assert {
+        "train.loop",
+        "train.config",
+        "train.cache",
+        "train",
+        "metrics",
+        "losses",
+        "models",
+        "data",
+        "evaluation",
+        "noise",
+        "__init__",
+    } <= loop
     assert not {"claims", "ufm", "continual", "imbalance", "transfer"} & loop
     assert train.module_closure("nclib.train.loop") == sorted(loop)
     ufm_closure = set(train.module_closure("ufm"))
@@ -378,9 +418,16 @@ def test_fit_many_serial_and_errors(monkeypatch):
 def test_fit_many_reports_a_failing_worker(tmp_path, monkeypatch):
     bad = TINY.replace(epochs=1, n_logs=1, seed=5)
     good = TINY.replace(epochs=1, n_logs=1, seed=6)
-    monkeypatch.setattr(train.workers, "_worker_command",
-                        lambda: [sys.executable, "-c", "import json,sys; j=json.loads(sys.stdin.read()); "
-                                 "sys.exit('boom seed %d' % j['config']['seed'] if j['config']['seed'] == 5 else 0)"])
+    monkeypatch.setattr(
+        train.workers,
+        "_worker_command",
+        lambda: [
+            sys.executable,
+            "-c",
+            "import json,sys; j=json.loads(sys.stdin.read()); "
+            "sys.exit('boom seed %d' % j['config']['seed'] if j['config']['seed'] == 5 else 0)",
+        ],
+    )
     with pytest.raises(RuntimeError, match="boom seed 5"):
         train.fit_many([bad, good], processes=2, progress=False)
 
@@ -471,8 +518,9 @@ def test_resume_after_sigkill(tmp_path, monkeypatch):
         pid, running = proc.pid, proc.is_alive
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), json.dumps(cfg.to_dict())],
-                                cwd=REPO, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), json.dumps(cfg.to_dict())], cwd=REPO, env=env
+        )
         pid, running = proc.pid, lambda: proc.poll() is None
 
     def reap():
@@ -552,26 +600,29 @@ def test_atomic_save_renames_with_os_replace(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- TrainConfig
-@pytest.mark.parametrize("bad, exc, match", [
-    (dict(loss="not-a-loss"), ValueError, "loss"),
-    (dict(optimizer="rmsprop"), ValueError, "optimizer"),
-    (dict(schedule="linear"), ValueError, "schedule"),
-    (dict(epochs=0), ValueError, "epochs"),
-    (dict(epochs=2.5), TypeError, "epochs"),
-    (dict(epochs=True), TypeError, "epochs"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(n_logs=-1), ValueError, "n_logs"),
-    (dict(lr=0.0), ValueError, "lr"),
-    (dict(lr=-0.1), ValueError, "lr"),
-    (dict(lr=float("nan")), ValueError, "lr"),
-    (dict(weight_decay=-1e-4), ValueError, "weight_decay"),
-    (dict(momentum=1.0), ValueError, "momentum"),
-    (dict(momentum=-0.1), ValueError, "momentum"),
-    (dict(label_noise=1.0), ValueError, "label_noise"),
-    (dict(label_noise=-0.1), ValueError, "label_noise"),
-    (dict(seed=1.0), TypeError, "seed"),
-    (dict(seed=True), TypeError, "seed"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (dict(loss="not-a-loss"), ValueError, "loss"),
+        (dict(optimizer="rmsprop"), ValueError, "optimizer"),
+        (dict(schedule="linear"), ValueError, "schedule"),
+        (dict(epochs=0), ValueError, "epochs"),
+        (dict(epochs=2.5), TypeError, "epochs"),
+        (dict(epochs=True), TypeError, "epochs"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(n_logs=-1), ValueError, "n_logs"),
+        (dict(lr=0.0), ValueError, "lr"),
+        (dict(lr=-0.1), ValueError, "lr"),
+        (dict(lr=float("nan")), ValueError, "lr"),
+        (dict(weight_decay=-1e-4), ValueError, "weight_decay"),
+        (dict(momentum=1.0), ValueError, "momentum"),
+        (dict(momentum=-0.1), ValueError, "momentum"),
+        (dict(label_noise=1.0), ValueError, "label_noise"),
+        (dict(label_noise=-0.1), ValueError, "label_noise"),
+        (dict(seed=1.0), TypeError, "seed"),
+        (dict(seed=True), TypeError, "seed"),
+    ],
+)
 def test_config_validation(bad, exc, match):
     with pytest.raises(exc, match=match):
         TrainConfig(**bad)
@@ -665,8 +716,10 @@ def test_setup_notebook(monkeypatch, capsys):
     assert "profile=quick" in out and "seed=3" in out and out.count("nclib") == 1
 
 
-@pytest.mark.parametrize("args, exc", [(("fast", 0), ValueError), (("quick", 1.5), TypeError),
-                                       (("quick", True), TypeError), (("quick", "0"), TypeError)])
+@pytest.mark.parametrize(
+    "args, exc",
+    [(("fast", 0), ValueError), (("quick", 1.5), TypeError), (("quick", True), TypeError), (("quick", "0"), TypeError)],
+)
 def test_setup_notebook_rejects(args, exc, monkeypatch):
     monkeypatch.delenv("NCLIB_PROFILE", raising=False)
     with pytest.raises(exc):
@@ -685,6 +738,7 @@ def test_a_progress_bar_that_redraws_does_not_stop_training(monkeypatch, tmp_pat
             pass
 
     from nclib.train import loop
+
     monkeypatch.setattr(loop, "_pbar", lambda total, enabled, desc: Redrawing())
     run = train.fit(TINY, cache=False, progress=True)
     assert run is not None and int(run.history.epoch.iloc[-1]) == TINY.epochs

@@ -2,6 +2,7 @@
 confidence interval, seeded few-shot episodes, nearest-class-mean accuracy (exact cases and a
 naive reference), geometric complexity of maps with known Jacobians, frozen features at named
 layers, Spearman's rank correlation, and the chapter-5 recipe."""
+
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from nclib import data as D
-from nclib import models, transfer as T
+from nclib import models
+from nclib import transfer as T
 from nclib.train import TrainConfig
 
 
@@ -19,7 +21,7 @@ def test_cdnv_of_two_classes_by_hand():
     F = torch.tensor([[-1.0, 0], [1, 0], [4, 1], [4, -1]], dtype=torch.float64)
     y = torch.tensor([7, 7, 100, 100])
     assert T.cdnv_of(F, y) == pytest.approx((1 + 1) / (2 * 16))
-    assert T.cdnv_of(3.0 * F + 5.0, y) == pytest.approx(1 / 16)          # invariant to scale and shift
+    assert T.cdnv_of(3.0 * F + 5.0, y) == pytest.approx(1 / 16)  # invariant to scale and shift
 
 
 def test_cdnv_of_three_classes_is_the_pair_average():
@@ -64,12 +66,12 @@ def test_episodes_shapes_disjoint_and_labelled():
     sup, qry = T.few_shot_episodes(y, ways=3, shots=2, queries=2, episodes=200, seed=0)
     assert sup.shape == (200, 3, 2) and qry.shape == (200, 3, 2)
     both = torch.cat([sup, qry], 2)
-    assert (y[both] == y[both[:, :, :1]]).all()                       # one class per position
+    assert (y[both] == y[both[:, :, :1]]).all()  # one class per position
     for e in range(200):
-        assert len(set(both[e].flatten().tolist())) == 12              # no sample twice
-        assert len(set(y[both[e, :, 0]].tolist())) == 3                # distinct classes
+        assert len(set(both[e].flatten().tolist())) == 12  # no sample twice
+        assert len(set(y[both[e, :, 0]].tolist())) == 3  # distinct classes
     counts = torch.bincount(y[both[:, :, 0]].flatten(), minlength=12)[[3, 5, 9, 11]]
-    assert counts.sum() == 600 and counts.min() > 100                  # every class is used
+    assert counts.sum() == 600 and counts.min() > 100  # every class is used
     again = T.few_shot_episodes(y, ways=3, shots=2, queries=2, episodes=200, seed=0)
     assert torch.equal(again[0], sup) and torch.equal(again[1], qry)
     other = T.few_shot_episodes(y, ways=3, shots=2, queries=2, episodes=200, seed=1)
@@ -112,7 +114,7 @@ def test_ncc_matches_a_naive_reference():
     g = torch.Generator().manual_seed(1)
     y = torch.arange(8).repeat_interleave(9)
     F = torch.randn(8, 4, generator=g, dtype=torch.float64)[y] + torch.randn(72, 4, generator=g, dtype=torch.float64)
-    ways, shots, q, E = 5, 3, 4, 70          # 70 episodes: more than one internal chunk
+    ways, shots, q, E = 5, 3, 4, 70  # 70 episodes: more than one internal chunk
     r = T.ncc_few_shot(F, y, ways=ways, shots=shots, queries=q, episodes=E, seed=7)
     sup, qry = T.few_shot_episodes(y, ways=ways, shots=shots, queries=q, episodes=E, seed=7)
     accs = []
@@ -153,7 +155,7 @@ def test_gc_of_a_linear_map_is_its_frobenius_norm():
 def test_gc_of_elementwise_maps():
     """f(x) = x²: J = diag(2x), ‖J‖_F² = 4‖x‖². f = tanh: ‖J‖_F² = Σ (1 − tanh² x)²."""
     X = torch.randn(30, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    assert T.geometric_complexity(lambda x: x ** 2, X) == pytest.approx(float(4 * X.pow(2).sum(1).mean()))
+    assert T.geometric_complexity(lambda x: x**2, X) == pytest.approx(float(4 * X.pow(2).sum(1).mean()))
     expect = float((1 - torch.tanh(X) ** 2).pow(2).sum(1).mean())
     assert T.geometric_complexity(torch.tanh, X) == pytest.approx(expect)
     img = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(3))
@@ -168,7 +170,7 @@ def test_gc_puts_a_model_in_eval_mode_and_restores_it():
     assert m.training
     m.eval()
     b = T.geometric_complexity(m.features, X, batch_size=20)
-    assert a == pytest.approx(b, rel=1e-5)          # eval mode: samples independent, batching irrelevant
+    assert a == pytest.approx(b, rel=1e-5)  # eval mode: samples independent, batching irrelevant
 
 
 def test_gc_validation():
@@ -223,9 +225,9 @@ def test_features_at_pools_conv_maps():
 # ----------------------------------------------------------------------------- spearman
 def test_spearman_known_values():
     x = [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert T.spearman(x, [v ** 3 for v in x]) == pytest.approx(1.0)
+    assert T.spearman(x, [v**3 for v in x]) == pytest.approx(1.0)
     assert T.spearman(x, [-math.exp(v) for v in x]) == pytest.approx(-1.0)
-    assert T.spearman(x, [1, 3, 2, 4, 5]) == pytest.approx(0.9)      # one adjacent swap: 1 − 6·2/(5·24)
+    assert T.spearman(x, [1, 3, 2, 4, 5]) == pytest.approx(0.9)  # one adjacent swap: 1 − 6·2/(5·24)
     # ties get average ranks: ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4)
     rx = torch.tensor([1, 2.5, 2.5, 4]) - 2.5
     ry = torch.tensor([1.0, 2, 3, 4]) - 2.5
@@ -264,9 +266,18 @@ def test_transfer_panels_and_log_ticks():
 
     from nclib import plots
 
-    t = pd.DataFrame({"l": [5, 10, 20], "cdnv": [0.2, 0.1, 0.1], "test_cdnv": [0.3, 0.2, 0.2],
-                      "target_cdnv": [1.0, 0.5, 0.4], "fs1": [0.3, 0.5, 0.7], "fs1_ci": [0.01] * 3,
-                      "fs5": [0.5, 0.7, 0.9], "fs5_ci": [0.01] * 3})
+    t = pd.DataFrame(
+        {
+            "l": [5, 10, 20],
+            "cdnv": [0.2, 0.1, 0.1],
+            "test_cdnv": [0.3, 0.2, 0.2],
+            "target_cdnv": [1.0, 0.5, 0.4],
+            "fs1": [0.3, 0.5, 0.7],
+            "fs1_ci": [0.01] * 3,
+            "fs5": [0.5, 0.7, 0.9],
+            "fs5_ci": [0.01] * 3,
+        }
+    )
     fig = plots.transfer_panels(t, baselines={"raw": 0.4}, title="t")
     a1, a2 = fig.axes
     assert a1.get_yscale() == "log" and [tk.get_text() for tk in a1.get_xticklabels()] == ["5", "10", "20"]

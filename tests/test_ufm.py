@@ -1,4 +1,5 @@
 """Tests of nclib.ufm: the UFM solver against closed forms, and every helper on an analytic case."""
+
 import math
 import random
 
@@ -37,13 +38,25 @@ def test_objective_matches_hand_computation():
     Z = torch.relu(H @ A.T) @ W.T + b
     ce = -torch.log_softmax(Z, 1)[torch.arange(N), y].mean()
     reg = 0.1 / 2 * H.pow(2).sum() + 0.2 / 2 * W.pow(2).sum() + 0.3 / 2 * b.pow(2).sum() + 0.4 / 2 * A.pow(2).sum()
-    F = ufm.ufm_objective(H, W, labels=y, b=b, layers=[A], activation="relu", loss="ce", lam_H=0.1, lam_W=0.2,
-                          lam_b=0.3, lam_layers=0.4)
+    F = ufm.ufm_objective(
+        H, W, labels=y, b=b, layers=[A], activation="relu", loss="ce", lam_H=0.1, lam_W=0.2, lam_b=0.3, lam_layers=0.4
+    )
     assert float(F) == pytest.approx(float(ce + reg), rel=1e-14)
     Y = torch.nn.functional.one_hot(y, K).to(F64)
     mse = 0.5 * (Z - Y).pow(2).sum() / N
-    F = ufm.ufm_objective(H, W, labels=y, b=b, layers=[A], activation="relu", loss="mse", lam_H=0.1, lam_W=0.2,
-                          lam_b=0.3, lam_layers=[0.4])
+    F = ufm.ufm_objective(
+        H,
+        W,
+        labels=y,
+        b=b,
+        layers=[A],
+        activation="relu",
+        loss="mse",
+        lam_H=0.1,
+        lam_W=0.2,
+        lam_b=0.3,
+        lam_layers=[0.4],
+    )
     assert float(F) == pytest.approx(float(mse + reg), rel=1e-14)
 
 
@@ -75,8 +88,19 @@ def test_manual_gradients_match_autograd(loss, activation):
     params = [H, *layers, W, b]
     for p in params:
         p.requires_grad_(True)
-    F = ufm.ufm_objective(H, W, labels=y, b=b, layers=layers, activation=activation, loss=loss, lam_H=0.1,
-                          lam_layers=[0.2, 0.3], lam_W=0.4, lam_b=0.5)
+    F = ufm.ufm_objective(
+        H,
+        W,
+        labels=y,
+        b=b,
+        layers=layers,
+        activation=activation,
+        loss=loss,
+        lam_H=0.1,
+        lam_layers=[0.2, 0.3],
+        lam_W=0.4,
+        lam_b=0.5,
+    )
     auto = torch.autograd.grad(F, params)
     with torch.no_grad():
         manual = ufm.solver._gd_gradients(H, layers, W, b, Y, loss, activation, lams)
@@ -87,8 +111,21 @@ def test_manual_gradients_match_autograd(loss, activation):
 # ----------------------------------------------------------------------------- convergence to NC and closed forms
 def test_balanced_ce_ufm_converges_to_nc_and_the_closed_form():
     K, n, D, lam = 4, 5, 6, 5e-4
-    r = ufm.train_ufm(num_classes=K, n_per_class=n, dim=D, loss="ce", bias=True, lam_H=lam, lam_W=lam, lam_b=lam,
-                      lr=4.0, steps=3000, log_every=1000, seed=3, progress=False)
+    r = ufm.train_ufm(
+        num_classes=K,
+        n_per_class=n,
+        dim=D,
+        loss="ce",
+        bias=True,
+        lam_H=lam,
+        lam_W=lam,
+        lam_b=lam,
+        lr=4.0,
+        steps=3000,
+        log_every=1000,
+        seed=3,
+        progress=False,
+    )
     last = r.history.iloc[-1]
     assert last["nc1"] < 1e-3 and last["etf_error"] < 1e-2
     assert last["self_duality"] < 1e-3
@@ -117,8 +154,19 @@ def test_ce_optimum_formula():
 
 def test_balanced_mse_ufm_converges_to_the_soft_threshold_optimum():
     K, n, D, lam = 4, 5, 8, 5e-3
-    r = ufm.train_ufm(num_classes=K, n_per_class=n, dim=D, loss="mse", lam_H=lam, lam_W=lam, lr=1.0, steps=3000,
-                      log_every=1000, seed=0, progress=False)
+    r = ufm.train_ufm(
+        num_classes=K,
+        n_per_class=n,
+        dim=D,
+        loss="mse",
+        lam_H=lam,
+        lam_W=lam,
+        lr=1.0,
+        steps=3000,
+        log_every=1000,
+        seed=0,
+        progress=False,
+    )
     opt = ufm.mse_ufm_optimum(labels=r.labels, dim=D, lam_W=lam, lam_H=lam)
     # the balanced closed form, stated: F* = K c (sqrt(n) - N c / 2), c = sqrt(lam_W lam_H)
     c, N = lam, K * n
@@ -140,8 +188,20 @@ def test_mse_optimum_with_bias_imbalance_and_rank_limit():
     assert opt["objective"] == pytest.approx((K - 1) * lam * (math.sqrt(n) - K * n * lam / 2), rel=1e-12)
     # imbalanced, bias, and D = 1 < K - 1: only the top singular value survives; L-BFGS finds it
     counts = [2, 3, 5]
-    r = ufm.train_ufm(counts=counts, dim=1, loss="mse", bias=True, lam_H=lam, lam_W=lam, optimizer="lbfgs",
-                      steps=100, log_every=100, record=(), seed=1, progress=False)
+    r = ufm.train_ufm(
+        counts=counts,
+        dim=1,
+        loss="mse",
+        bias=True,
+        lam_H=lam,
+        lam_W=lam,
+        optimizer="lbfgs",
+        steps=100,
+        log_every=100,
+        record=(),
+        seed=1,
+        progress=False,
+    )
     opt = ufm.mse_ufm_optimum(labels=r.labels, dim=1, lam_W=lam, lam_H=lam, bias=True)
     assert (opt["singular_values"] > 0).sum() == 1
     assert r.objective() == pytest.approx(opt["objective"], rel=1e-6)
@@ -156,8 +216,19 @@ def test_fixed_etf_classifier_reaches_the_same_optimum():
     K, n, D, lam = 4, 3, 5, 5e-4
     opt = ufm.ce_ufm_optimum(K, n, lam_W=lam, lam_H=lam)
     E = simplex_etf(K, D, seed=2, scale=opt["w_norm"])
-    r = ufm.train_ufm(num_classes=K, n_per_class=n, dim=D, loss="ce", lam_H=lam, lam_W=lam, fixed_W=E,
-                      optimizer="lbfgs", steps=100, log_every=50, progress=False)
+    r = ufm.train_ufm(
+        num_classes=K,
+        n_per_class=n,
+        dim=D,
+        loss="ce",
+        lam_H=lam,
+        lam_W=lam,
+        fixed_W=E,
+        optimizer="lbfgs",
+        steps=100,
+        log_every=50,
+        progress=False,
+    )
     torch.testing.assert_close(r.W, E)
     assert r.objective() == pytest.approx(opt["objective"], rel=1e-8)
     assert r.history.iloc[-1]["self_duality"] < 1e-6
@@ -197,14 +268,32 @@ def test_dnc_loss_matches_its_configuration_and_the_shallow_optimum():
     for L in (2, 3):
         for act in ("linear", "relu"):
             cfg = ufm.dnc_configuration(K, n, L, 6, lam_H=lam, lam_W=lam)
-            F = ufm.ufm_objective(cfg["H"], cfg["W"], labels=cfg["labels"], layers=cfg["layers"], activation=act,
-                                  loss="mse", lam_H=lam, lam_W=lam, lam_layers=lam)
+            F = ufm.ufm_objective(
+                cfg["H"],
+                cfg["W"],
+                labels=cfg["labels"],
+                layers=cfg["layers"],
+                activation=act,
+                loss="mse",
+                lam_H=lam,
+                lam_W=lam,
+                lam_layers=lam,
+            )
             assert float(F) == pytest.approx(cfg["objective"], rel=1e-10)
             # moving any scale away from the AM-GM balance raises the loss
             H2 = 1.05 * cfg["H"]
             W2 = cfg["W"] / 1.05
-            F2 = ufm.ufm_objective(H2, W2, labels=cfg["labels"], layers=cfg["layers"], activation=act, loss="mse",
-                                   lam_H=lam, lam_W=lam, lam_layers=lam)
+            F2 = ufm.ufm_objective(
+                H2,
+                W2,
+                labels=cfg["labels"],
+                layers=cfg["layers"],
+                activation=act,
+                loss="mse",
+                lam_H=lam,
+                lam_W=lam,
+                lam_layers=lam,
+            )
             assert float(F2) > float(F)
     # depth 1: DNC is the orthogonal frame, i.e. the no-bias MSE optimum
     one = ufm.dnc_loss(K, n, 1, lam_H=lam, lam_W=lam)
@@ -219,9 +308,21 @@ def test_dnc_loss_matches_its_configuration_and_the_shallow_optimum():
 def test_class_mean_spectra_and_numerical_rank():
     K, n = 3, 2
     cfg = ufm.dnc_configuration(K, n, 2, 5, lam_H=1e-2, lam_W=1e-2)
-    r = ufm.train_ufm(num_classes=K, n_per_class=n, dim=5, depth=2, activation="relu", loss="mse", lam_H=1e-2,
-                      lam_W=1e-2, steps=1, lr=1e-12, init={"H": cfg["H"], "W": cfg["W"], "layers": cfg["layers"]},
-                      record=(), progress=False)
+    r = ufm.train_ufm(
+        num_classes=K,
+        n_per_class=n,
+        dim=5,
+        depth=2,
+        activation="relu",
+        loss="mse",
+        lam_H=1e-2,
+        lam_W=1e-2,
+        steps=1,
+        lr=1e-12,
+        init={"H": cfg["H"], "W": cfg["W"], "layers": cfg["layers"]},
+        record=(),
+        progress=False,
+    )
     spectra = ufm.class_mean_spectra(r)
     assert [ufm.numerical_rank(s) for s in spectra] == [K, K]
     assert ufm.numerical_rank(torch.tensor([1.0, 1e-4, 0.0], dtype=F64), rtol=1e-3) == 1
@@ -247,7 +348,7 @@ def test_nrc_metrics_analytic_cases():
     fitted = ufm.nrc_metrics(H, Y, W)
     assert fitted["nrc3"] < 1e-10 and fitted["nrc_gamma"] == pytest.approx(gamma, rel=1e-3)
     # add an orthogonal component carrying a known share of the centred energy
-    extra = torch.randn(N, 1, generator=g, dtype=F64) @ B[:, t:t + 1].T
+    extra = torch.randn(N, 1, generator=g, dtype=F64) @ B[:, t : t + 1].T
     Hc = (H - H.mean(0)).pow(2).sum()
     e = (extra - extra.mean(0)).pow(2).sum()
     m2 = ufm.nrc_metrics(H + extra * math.sqrt(0.25 * Hc / e), Y, W, gamma=gamma)
@@ -258,11 +359,26 @@ def test_nrc_metrics_analytic_cases():
 
 def test_regression_ufm_reaches_the_nrc_closed_form():
     g = torch.Generator().manual_seed(1)
-    Y = torch.randn(40, 3, generator=g, dtype=F64) @ torch.tensor([[1.0, 0.3, 0.0], [0, 0.7, 0.2], [0, 0, 0.4]],
-                                                                    dtype=F64) + 0.5
+    Y = (
+        torch.randn(40, 3, generator=g, dtype=F64)
+        @ torch.tensor([[1.0, 0.3, 0.0], [0, 0.7, 0.2], [0, 0, 0.4]], dtype=F64)
+        + 0.5
+    )
     lam = 1e-2
-    r = ufm.train_ufm(targets=Y, dim=6, loss="mse", bias=True, lam_H=lam, lam_W=lam, lr=1.0, steps=4000,
-                      init_scale=0.3, record=("nrc",), log_every=2000, progress=False)
+    r = ufm.train_ufm(
+        targets=Y,
+        dim=6,
+        loss="mse",
+        bias=True,
+        lam_H=lam,
+        lam_W=lam,
+        lr=1.0,
+        steps=4000,
+        init_scale=0.3,
+        record=("nrc",),
+        log_every=2000,
+        progress=False,
+    )
     G = ufm.nrc_optimal_gram(Y, lam_W=lam, lam_H=lam)
     assert float((r.W @ r.W.T - G).norm() / G.norm()) < 1e-6
     opt = ufm.mse_ufm_optimum(targets=Y, dim=6, lam_W=lam, lam_H=lam, bias=True)
@@ -288,8 +404,20 @@ def test_hadamard_init_structure_and_reduced_dynamics():
     torch.testing.assert_close(P.T @ P, torch.eye(K, dtype=F64))
     Z0 = hi["W"] @ hi["H"].T
     torch.testing.assert_close(Q.T @ Z0 @ P, torch.diag(hi["alpha"] * hi["beta"]), atol=1e-15, rtol=0)
-    r = ufm.train_ufm(num_classes=K, n_per_class=n, dim=2 * K, loss="ce", lam_H=lam, lam_W=lam, lr=lr, steps=steps,
-                      init={"H": hi["H"], "W": hi["W"]}, record=("snapshots",), log_every=100, progress=False)
+    r = ufm.train_ufm(
+        num_classes=K,
+        n_per_class=n,
+        dim=2 * K,
+        loss="ce",
+        lam_H=lam,
+        lam_W=lam,
+        lr=lr,
+        steps=steps,
+        init={"H": hi["H"], "W": hi["W"]},
+        record=("snapshots",),
+        log_every=100,
+        progress=False,
+    )
     red = ufm.hadamard_reduced_gd(hi["alpha"], hi["beta"], n, lr=lr, steps=steps, weight_decay=lam, log_every=100)
     assert red["steps"] == [s["step"] for s in r.snapshots]
     for snap, sv in zip(r.snapshots, red["singular_values"]):
@@ -365,15 +493,33 @@ def test_train_ufm_validation_and_failures():
     with pytest.raises(ValueError, match="b must have shape"):
         ufm.central_path_decomposition(_rand(6, 4), _rand(3, 4), _rand(2), labels=ufm.class_labels([2, 2, 2]))
     with pytest.raises(FloatingPointError, match="reduce lr"):
-        ufm.train_ufm(num_classes=3, n_per_class=2, dim=4, loss="mse", lr=1e6, steps=50, init_scale=3.0,
-                      log_every=10, progress=False)
+        ufm.train_ufm(
+            num_classes=3,
+            n_per_class=2,
+            dim=4,
+            loss="mse",
+            lr=1e6,
+            steps=50,
+            init_scale=3.0,
+            log_every=10,
+            progress=False,
+        )
 
 
 def test_lbfgs_snapshots_and_callback():
     seen = []
-    r = ufm.train_ufm(num_classes=3, n_per_class=2, dim=4, loss="mse", optimizer="lbfgs", steps=20, log_every=10,
-                      record=("nc", "snapshots"), callback=lambda step, p: seen.append(step) or {"wn": float(p["W"].norm())},
-                      progress=False)
+    r = ufm.train_ufm(
+        num_classes=3,
+        n_per_class=2,
+        dim=4,
+        loss="mse",
+        optimizer="lbfgs",
+        steps=20,
+        log_every=10,
+        record=("nc", "snapshots"),
+        callback=lambda step, p: seen.append(step) or {"wn": float(p["W"].norm())},
+        progress=False,
+    )
     assert seen == [0, 10, 20] and list(r.history["step"]) == seen and "wn" in r.history
     assert len(r.snapshots) == 3 and r.snapshots[-1]["H"].shape == (6, 4)
     torch.testing.assert_close(r.snapshots[-1]["W"], r.W)

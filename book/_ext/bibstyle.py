@@ -7,6 +7,7 @@ title. Two entries with the same label get "2020a", "2020b". The entries' ``note
 printed as usual: keep only reader-facing notes (venue, status) in ``book/references.bib``
 (``tests/test_bibliography.py`` rejects internal ones).
 """
+
 from __future__ import annotations
 
 from collections import Counter

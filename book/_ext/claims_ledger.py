@@ -22,6 +22,7 @@ pure functions of plain data so they can be tested without Sphinx. Records from 
 partial versions of ``nclib.claims`` are shown as well as their fields allow; they never crash
 the build, and nothing here emits a warning (the book is built with ``-W``).
 """
+
 from __future__ import annotations
 
 import html
@@ -32,7 +33,6 @@ from collections import Counter
 from pathlib import Path
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
 MARKER = re.compile(r'data-nclib-claim="([^"]*)"')
@@ -42,8 +42,10 @@ PARTS = ("summary", "claims", "checks")
 CLAIM_STATUSES = ("reproduced", "not reproduced", "inconclusive")
 CHECK_STATUSES = ("passed", "failed")
 EXPECTED = ("reproduced", "not reproduced", "inconclusive", "uncalibrated")
-METHOD_TEXT = {"range": ("median", "[min, max] over seeds; the rule is judged on every seed"),
-               "bootstrap": ("mean", "95 % percentile-bootstrap interval of the mean over seeds")}
+METHOD_TEXT = {
+    "range": ("median", "[min, max] over seeds; the rule is judged on every seed"),
+    "bootstrap": ("mean", "95 % percentile-bootstrap interval of the mean over seeds"),
+}
 
 
 # ----------------------------------------------------------------------------- plain helpers
@@ -180,18 +182,27 @@ def summary_html(groups) -> str:
 
     exp = total["expected"]
     exp_cols = _columns(EXPECTED, exp)
-    lines = [f'<p class="nclib-summary-text"><b>{n_claims}</b> reproduction claim{"s" * (n_claims != 1)}: '
-             f'{words(total["claims"], claim_cols)}. '
-             f'<b>{n_checks}</b> check{"s" * (n_checks != 1)} (not counted as reproductions): '
-             f'{words(total["checks"], check_cols)}. From {len(groups)} page{"s" * (len(groups) != 1)}.</p>']
+    lines = [
+        f'<p class="nclib-summary-text"><b>{n_claims}</b> reproduction claim{"s" * (n_claims != 1)}: '
+        f"{words(total['claims'], claim_cols)}. "
+        f"<b>{n_checks}</b> check{'s' * (n_checks != 1)} (not counted as reproductions): "
+        f"{words(total['checks'], check_cols)}. From {len(groups)} page{'s' * (len(groups) != 1)}.</p>"
+    ]
     if n_claims:
-        lines.append('<p class="nclib-summary-text">Expected (from the calibration): '
-                     + ", ".join(f"{exp.get(s, 0)} {esc(s)}" for s in exp_cols if exp.get(s, 0)) + ".</p>")
-    head = ('<thead><tr><th rowspan="2" class="nclib-t-chapter">Chapter</th>'
-            f'<th colspan="{len(claim_cols) + 1}" class="nclib-t-group">Reproduction claims</th>'
-            f'<th colspan="{len(check_cols) + 1}" class="nclib-t-group">Checks</th></tr><tr>'
-            + "".join(f"<th>{badge(s)}</th>" for s in claim_cols) + "<th>all</th>"
-            + "".join(f"<th>{badge(s)}</th>" for s in check_cols) + "<th>all</th></tr></thead>")
+        lines.append(
+            '<p class="nclib-summary-text">Expected (from the calibration): '
+            + ", ".join(f"{exp.get(s, 0)} {esc(s)}" for s in exp_cols if exp.get(s, 0))
+            + ".</p>"
+        )
+    head = (
+        '<thead><tr><th rowspan="2" class="nclib-t-chapter">Chapter</th>'
+        f'<th colspan="{len(claim_cols) + 1}" class="nclib-t-group">Reproduction claims</th>'
+        f'<th colspan="{len(check_cols) + 1}" class="nclib-t-group">Checks</th></tr><tr>'
+        + "".join(f"<th>{badge(s)}</th>" for s in claim_cols)
+        + "<th>all</th>"
+        + "".join(f"<th>{badge(s)}</th>" for s in check_cols)
+        + "<th>all</th></tr></thead>"
+    )
 
     def cells(c):
         out = ""
@@ -202,11 +213,15 @@ def summary_html(groups) -> str:
             out += f'<td class="nclib-num nclib-all">{sum(c[kind].values())}</td>'
         return out
 
-    body = "".join(f'<tr class="nclib-summary-row"><th scope="row">{_link(g["href"], esc(g["label"]))}</th>'
-                   f"{cells(c)}</tr>" for g, c in rows)
+    body = "".join(
+        f'<tr class="nclib-summary-row"><th scope="row">{_link(g["href"], esc(g["label"]))}</th>{cells(c)}</tr>'
+        for g, c in rows
+    )
     foot = f'<tfoot><tr class="nclib-summary-total"><th scope="row">All</th>{cells(total)}</tr></tfoot>'
-    return ("".join(lines) + '<div class="nclib-ledger nclib-summary"><table class="nclib-table">'
-            f"{head}<tbody>{body}</tbody>{foot}</table></div>")
+    return (
+        "".join(lines) + '<div class="nclib-ledger nclib-summary"><table class="nclib-table">'
+        f"{head}<tbody>{body}</tbody>{foot}</table></div>"
+    )
 
 
 # ----------------------------------------------------------------------------- claims
@@ -230,8 +245,10 @@ def _seed_values(seeds, values) -> str:
     if not values:
         return "–"
     seeds = list(seeds) if isinstance(seeds, (list, tuple)) and len(seeds) == len(values) else [None] * len(values)
-    return " ".join(f'<span class="nclib-sv">{"" if s is None else f"<i>seed {esc(s)}</i> "}{esc(fmt(v))}</span>'
-                    for s, v in zip(seeds, values))
+    return " ".join(
+        f'<span class="nclib-sv">{"" if s is None else f"<i>seed {esc(s)}</i> "}{esc(fmt(v))}</span>'
+        for s, v in zip(seeds, values)
+    )
 
 
 def _range(values) -> str:
@@ -239,7 +256,7 @@ def _range(values) -> str:
         fl = [float(v) for v in values]
     except (TypeError, ValueError):
         return ""
-    return f" <span class=\"nclib-iv\">(min {esc(fmt(min(fl)))}, max {esc(fmt(max(fl)))})</span>" if fl else ""
+    return f' <span class="nclib-iv">(min {esc(fmt(min(fl)))}, max {esc(fmt(max(fl)))})</span>' if fl else ""
 
 
 def _calibration(cal) -> str:
@@ -251,11 +268,15 @@ def _calibration(cal) -> str:
     for name, run in cal.items():
         if isinstance(run, dict):
             vals = _values(run)
-            parts.append(f'<div class="nclib-cal"><span class="nclib-cal-name">{esc(name)}</span> '
-                         f'{_seed_values(run.get("seeds"), vals)}{_range(vals)}</div>')
+            parts.append(
+                f'<div class="nclib-cal"><span class="nclib-cal-name">{esc(name)}</span> '
+                f"{_seed_values(run.get('seeds'), vals)}{_range(vals)}</div>"
+            )
         else:
-            parts.append(f'<div class="nclib-cal"><span class="nclib-cal-name">{esc(name)}</span> '
-                         f'{esc(json.dumps(run, default=str))}</div>')
+            parts.append(
+                f'<div class="nclib-cal"><span class="nclib-cal-name">{esc(name)}</span> '
+                f"{esc(json.dumps(run, default=str))}</div>"
+            )
     return "".join(parts)
 
 
@@ -268,17 +289,27 @@ def _detail(r, chapter_href="") -> str:
         method = r.get("method") or ""
         stat_name, iv_text = METHOD_TEXT.get(method, (method or "statistic", "interval"))
         dl.append(("Per seed", _seed_values(r.get("seeds"), _values(r))))
-        dl.append(("Statistic", f"{esc(stat_name)} over {esc(r.get('n') or len(_values(r)))} seeds; "
-                                f"interval: {esc(iv_text)} (<code>{esc(method or '?')}</code>)"))
-        dl.append(("Calibration", f"expected {badge(r.get('expected') or 'uncalibrated', 'nclib-expected')}"
-                                  + _calibration(r.get("calibration"))))
+        dl.append(
+            (
+                "Statistic",
+                f"{esc(stat_name)} over {esc(r.get('n') or len(_values(r)))} seeds; "
+                f"interval: {esc(iv_text)} (<code>{esc(method or '?')}</code>)",
+            )
+        )
+        dl.append(
+            (
+                "Calibration",
+                f"expected {badge(r.get('expected') or 'uncalibrated', 'nclib-expected')}"
+                + _calibration(r.get("calibration")),
+            )
+        )
     else:
         dl.append(("Value", f"<code>{esc(fmt(r.get('value')))}</code>"))
     where = [f"profile <code>{esc(r.get('profile') or '?')}</code>"]
     if chapter_href:
         where.insert(0, _link(chapter_href, "shown in its chapter"))
     dl.append(("Record", " · ".join(where)))
-    return ('<dl class="nclib-dl">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in dl) + "</dl>")
+    return '<dl class="nclib-dl">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in dl) + "</dl>"
 
 
 def claim_row(r, href="", cite=None) -> str:
@@ -295,9 +326,11 @@ def claim_row(r, href="", cite=None) -> str:
         f'<span class="nclib-c nclib-c-source">{_source(r, cite)}</span>',
         f'<span class="nclib-c nclib-c-expected">{badge(r.get("expected") or "uncalibrated", "nclib-expected")}</span>',
     ]
-    return (f'<details class="nclib-claim-row" id="ledger-{esc(anchor(id_))}" data-claim-id="{esc(id_)}" '
-            f'data-status="{esc(status)}"><summary class="nclib-grid">{"".join(cells)}</summary>'
-            f'<div class="nclib-detail">{_detail(r, href)}</div></details>')
+    return (
+        f'<details class="nclib-claim-row" id="ledger-{esc(anchor(id_))}" data-claim-id="{esc(id_)}" '
+        f'data-status="{esc(status)}"><summary class="nclib-grid">{"".join(cells)}</summary>'
+        f'<div class="nclib-detail">{_detail(r, href)}</div></details>'
+    )
 
 
 def claims_html(groups, cite=None) -> str:
@@ -309,13 +342,16 @@ def claims_html(groups, cite=None) -> str:
             continue
         body.append(f'<div class="nclib-group">{_link(g["href"], esc(g["label"]))}</div>')
         for r in recs:
-            href = f'{g["href"]}#{anchor(r.get("id") or "?")}' if g["href"] else f'#{anchor(r.get("id") or "?")}'
+            href = f"{g['href']}#{anchor(r.get('id') or '?')}" if g["href"] else f"#{anchor(r.get('id') or '?')}"
             body.append(claim_row(r, href, cite))
     if not body:
         return '<p class="nclib-empty">No reproduction claim recorded.</p>'
     head = "".join(f'<span class="nclib-c">{esc(h)}</span>' for h in CLAIM_HEAD)
-    return (f'<div class="nclib-ledger nclib-claims"><div class="nclib-grid nclib-head">{head}</div>'
-            + "".join(body) + "</div>")
+    return (
+        f'<div class="nclib-ledger nclib-claims"><div class="nclib-grid nclib-head">{head}</div>'
+        + "".join(body)
+        + "</div>"
+    )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -329,11 +365,12 @@ def checks_html(groups, cite=None) -> str:
         recs = [r for r in g["records"] if kind_of(r) == "check"]
         if not recs:
             continue
-        body.append(f'<tr class="nclib-group-row"><th colspan="{len(CHECK_HEAD)}">'
-                    f'{_link(g["href"], esc(g["label"]))}</th></tr>')
+        body.append(
+            f'<tr class="nclib-group-row"><th colspan="{len(CHECK_HEAD)}">{_link(g["href"], esc(g["label"]))}</th></tr>'
+        )
         for r in recs:
             id_ = r.get("id") or "?"
-            href = f'{g["href"]}#{anchor(id_)}' if g["href"] else f"#{anchor(id_)}"
+            href = f"{g['href']}#{anchor(id_)}" if g["href"] else f"#{anchor(id_)}"
             note = f'<br><span class="nclib-note">{esc(r["note"])}</span>' if r.get("note") else ""
             body.append(
                 f'<tr class="nclib-check-row" id="ledger-{esc(anchor(id_))}" data-claim-id="{esc(id_)}" '
@@ -341,21 +378,23 @@ def checks_html(groups, cite=None) -> str:
                 f'<td class="nclib-c-id">{_link(href, esc(id_), cls="nclib-id")}</td>'
                 f"<td>{badge(status_of(r))}</td>"
                 f'<td class="nclib-num"><code>{esc(fmt(r.get("value")))}</code></td>'
-                f'<td><code>{esc(r.get("rule") or "–")}</code></td>'
+                f"<td><code>{esc(r.get('rule') or '–')}</code></td>"
                 f'<td class="nclib-c-statement">{esc(r.get("statement") or "–")}{note}</td>'
-                f'<td class="nclib-c-source">{_source(r, cite)}</td></tr>')
+                f'<td class="nclib-c-source">{_source(r, cite)}</td></tr>'
+            )
     if not body:
         return '<p class="nclib-empty">No check recorded.</p>'
     head = "".join(f"<th>{esc(h)}</th>" for h in CHECK_HEAD)
-    return ('<div class="nclib-ledger nclib-checks"><table class="nclib-table">'
-            '<colgroup><col class="w-id"><col class="w-status"><col class="w-value"><col class="w-rule">'
-            '<col class="w-statement"><col class="w-source"></colgroup>'
-            f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        '<div class="nclib-ledger nclib-checks"><table class="nclib-table">'
+        '<colgroup><col class="w-id"><col class="w-status"><col class="w-value"><col class="w-rule">'
+        '<col class="w-statement"><col class="w-source"></colgroup>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def ledger_html(groups, parts=PARTS, cite=None) -> str:
-    make = {"summary": summary_html, "claims": lambda g: claims_html(g, cite),
-            "checks": lambda g: checks_html(g, cite)}
+    make = {"summary": summary_html, "claims": lambda g: claims_html(g, cite), "checks": lambda g: checks_html(g, cite)}
     return "".join(make[p](groups) for p in parts)
 
 
@@ -445,8 +484,15 @@ def _citer(app, fromdoc):
             names = [" ".join(p.last_names) for p in persons]
             names = [re.sub(r"[{}\\]", "", n) for n in names if n]
             year = entry.fields.get("year", "")
-            who = (names[0] if len(names) == 1 else f"{names[0]} & {names[1]}" if len(names) == 2
-                   else f"{names[0]} et al." if names else "")
+            who = (
+                names[0]
+                if len(names) == 1
+                else f"{names[0]} & {names[1]}"
+                if len(names) == 2
+                else f"{names[0]} et al."
+                if names
+                else ""
+            )
             return f"{who} {year}".strip() or None
         except Exception:
             return None
@@ -465,6 +511,7 @@ def _citer(app, fromdoc):
         except Exception:
             pass
         return href, label(c.entry) or key, title
+
     return cite
 
 

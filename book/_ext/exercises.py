@@ -34,6 +34,7 @@ badge is.
 The functions above :func:`setup` are pure (nbformat notebooks in, out): scripts and tests use
 them without Sphinx.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,11 @@ def is_otter_raw(cell) -> bool:
 
 
 def has_exercises(nb) -> bool:
-    return any(is_otter_raw(c) or is_hidden_test(c) or _has_inline_markers(c.source)
-               for c in nb.cells if c.cell_type in ("raw", "code"))
+    return any(
+        is_otter_raw(c) or is_hidden_test(c) or _has_inline_markers(c.source)
+        for c in nb.cells
+        if c.cell_type in ("raw", "code")
+    )
 
 
 def _has_inline_markers(src: str) -> bool:
@@ -148,8 +152,11 @@ def edition(nb, which: str = "reader", *, target: str = "build", colab: bool = F
         if which == "reader":
             cell.source = strip_markers(cell.source)
             _tags(cell, "hide-input")
-            cell.metadata["mystnb"] = {**cell.metadata.get("mystnb", {}),
-                                       "code_prompt_show": SHOW, "code_prompt_hide": HIDE}
+            cell.metadata["mystnb"] = {
+                **cell.metadata.get("mystnb", {}),
+                "code_prompt_show": SHOW,
+                "code_prompt_hide": HIDE,
+            }
             if colab:
                 cell.source = "#@title " + SHOW + " (double-click to show the code)\n" + cell.source
                 cell.metadata["cellView"] = "form"
@@ -159,7 +166,9 @@ def edition(nb, which: str = "reader", *, target: str = "build", colab: bool = F
             _tags(cell, "remove-cell", remove=("hide-input",))
             md = nbformat.v4.new_markdown_cell(
                 "Your code goes here (the course edition of the book does not show the solution):\n\n"
-                "```python\n" + student + "\n```", metadata={"tags": [STUB_TAG]})
+                "```python\n" + student + "\n```",
+                metadata={"tags": [STUB_TAG]},
+            )
             cells.append(md)
         else:
             cell.source = student
@@ -284,8 +293,12 @@ def _launch_button(app, pagename, templatename, context, doctree):
                 walk(b["buttons"])
             url = b.get("url", "")
             stem = Path(pagename).name
-            if "colab" in url and "/github/" in url and "/blob/" in url and (
-                    url.endswith(f"/{stem}.ipynb") or url.endswith(f"/{stem}.md")):
+            if (
+                "colab" in url
+                and "/github/" in url
+                and "/blob/" in url
+                and (url.endswith(f"/{stem}.ipynb") or url.endswith(f"/{stem}.md"))
+            ):
                 head, _, tail = url.partition("/blob/")
                 branch = tail.split("/", 1)[0]
                 b["url"] = f"{head}/blob/{branch}/{reader_dir.strip('/')}/{name}"

@@ -6,6 +6,7 @@ and ``mathjax_path`` points at it, so every formula is typeset without a network
 (a classroom without internet). Set on ``config-inited`` so that no ``mathjax_path`` in
 ``_config.yml`` can point the pages back at a CDN; a missing package is a build error.
 """
+
 from __future__ import annotations
 
 import importlib.util

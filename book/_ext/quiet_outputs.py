@@ -9,6 +9,7 @@ widget JavaScript (``nb_ipywidgets_js = {}``), so the pages request nothing from
 show no dead bars. The book has no interactive widgets (the collapse animation is plain
 HTML/JS); one added later would need this extension changed.
 """
+
 from __future__ import annotations
 
 from docutils import nodes

@@ -15,6 +15,7 @@ gives each rank a disjoint shard of every batch (batch_size/world samples), meas
 per-rank shards merged through :meth:`FeatureStats.sync`, and only rank 0 writes checkpoints
 and the cache.
 """
+
 from __future__ import annotations
 
 from .cache import _source_hash, atomic_save, cache_dir, library_fingerprint, module_closure  # noqa: F401
@@ -23,6 +24,21 @@ from .loop import Run, epoch_below, features_of, fit, log_epochs, stays_zero_fro
 from .recipes import recipe, resolve_profile  # noqa: F401
 from .workers import _fit_in_child, _worker_command, fit_many, processes_default, run_workers  # noqa: F401
 
-__all__ = ["TrainConfig", "Run", "fit", "fit_many", "library_fingerprint", "module_closure", "log_epochs", "cache_dir",
-           "atomic_save", "recipe", "resolve_profile", "features_of", "epoch_below", "stays_zero_from", "run_workers",
-           "processes_default"]
+__all__ = [
+    "TrainConfig",
+    "Run",
+    "fit",
+    "fit_many",
+    "library_fingerprint",
+    "module_closure",
+    "log_epochs",
+    "cache_dir",
+    "atomic_save",
+    "recipe",
+    "resolve_profile",
+    "features_of",
+    "epoch_below",
+    "stays_zero_from",
+    "run_workers",
+    "processes_default",
+]

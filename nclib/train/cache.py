@@ -1,6 +1,7 @@
 """The results cache: where runs are stored, atomic writes, and the fingerprint of the library
 source (:func:`library_fingerprint`) that every cache key includes, so changed code never serves
 a stale run."""
+
 from __future__ import annotations
 
 import ast
@@ -24,10 +25,19 @@ def library_fingerprint(module: str = "train") -> str:
     the number of torch threads, which change the float rounding. A changed library, or a run
     under other numerics, never reads a result trained by another; editing a module training does
     not import (e.g. ``ufm``, ``claims``) keeps the cached runs."""
-    return _source_hash(module) + "|" + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                                    "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
-                                                    "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")},
-                                                   sort_keys=True)
+    return (
+        _source_hash(module)
+        + "|"
+        + json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 _ROOT = Path(__file__).resolve().parents[1]  # the nclib package folder
@@ -54,7 +64,7 @@ def _imports_of(name: str, path: Path, is_pkg: bool, known) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)]
+                base = package[: len(package) - (node.level - 1)]
             elif node.module == "nclib" or (node.module or "").startswith("nclib."):
                 base = []
             else:
@@ -70,8 +80,12 @@ def _imports_of(name: str, path: Path, is_pkg: bool, known) -> set[str]:
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == "nclib":
-                    out.add(next((".".join(parts[1:i]) for i in range(len(parts), 1, -1)
-                                  if ".".join(parts[1:i]) in known), "__init__"))
+                    out.add(
+                        next(
+                            (".".join(parts[1:i]) for i in range(len(parts), 1, -1) if ".".join(parts[1:i]) in known),
+                            "__init__",
+                        )
+                    )
     return out
 
 
@@ -82,7 +96,7 @@ def module_closure(module: str) -> list[str]:
     ``__init__`` before its submodules). Names are relative to nclib with dots: ``"train.loop"``,
     ``"train"`` for the package ``nclib/train/__init__.py``, ``"__init__"`` for nclib's own."""
     known = _module_files()
-    module = module[len("nclib."):] if module.startswith("nclib.") else module
+    module = module[len("nclib.") :] if module.startswith("nclib.") else module
     if module not in known:
         raise ValueError(f"no module nclib.{module}")
     seen, todo = set(), [module]
@@ -98,7 +112,7 @@ def module_closure(module: str) -> list[str]:
     return sorted(seen)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _source_hash(module: str = "train") -> str:
     h = hashlib.sha256()
     known = _module_files()

@@ -1,4 +1,5 @@
 """``TrainConfig``: everything that determines a training run, and its cache key."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,14 +91,20 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.loss not in _BUILTIN_LOSSES and self.loss not in _registered_losses():
-            raise ValueError(f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.losses.LOSSES "
-                             f"({sorted(_registered_losses())}), got {self.loss!r}")
+            raise ValueError(
+                f"loss must be 'ce', 'mse', 'mcr2' or a loss registered in nclib.losses.LOSSES "
+                f"({sorted(_registered_losses())}), got {self.loss!r}"
+            )
         if not isinstance(self.loss_kwargs, dict):
             raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}")
         if self.loss_kwargs and self.loss in _BUILTIN_LOSSES:
             raise ValueError(f"loss_kwargs are for registered losses; loss={self.loss!r} takes none")
-        if not (isinstance(self.mcr2_eps, (int, float)) and not isinstance(self.mcr2_eps, bool)
-                and math.isfinite(self.mcr2_eps) and self.mcr2_eps > 0):
+        if not (
+            isinstance(self.mcr2_eps, (int, float))
+            and not isinstance(self.mcr2_eps, bool)
+            and math.isfinite(self.mcr2_eps)
+            and self.mcr2_eps > 0
+        ):
             raise ValueError(f"mcr2_eps must be a positive number, got {self.mcr2_eps!r}")
         for name, lo in (("mcr2_components", 1), ("val_size", 0)):
             v = getattr(self, name)
@@ -127,9 +134,12 @@ class TrainConfig:
     def key(self) -> str:
         """Cache key: sha256 of the config's non-default fields and :func:`library_fingerprint`
         (nclib's source, torch version, numerics). Fields at their default value are left out."""
-        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())}
+        changed = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        }
         return config_key({"config": changed}, "train")
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -9,9 +9,10 @@ replay batches, evaluation at the end of each task) and ``nclib.ufm.train_regres
 every callback's ``batch_end``; it draws no random numbers itself, so a caller's results depend
 only on the batches it yields.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -43,8 +44,13 @@ class Callback:
         return None
 
 
-def run_loop(opt: torch.optim.Optimizer, periods: Iterable, batches: Callable[[object], Iterable],
-             objective: Objective, callbacks: Iterable[Callback] = ()) -> bool:
+def run_loop(
+    opt: torch.optim.Optimizer,
+    periods: Iterable,
+    batches: Callable[[object], Iterable],
+    objective: Objective,
+    callbacks: Iterable[Callback] = (),
+) -> bool:
     """For each period: the callbacks' ``period_start``, then for each batch of ``batches(period)``
     one optimiser step on ``objective``, then the callbacks' ``period_end`` (in the order given).
     Returns False when a callback stopped the loop, True when every period ran."""

@@ -1,4 +1,5 @@
 """The training loop: :func:`fit` → :class:`Run` (see the :mod:`nclib.train` docstring)."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,10 @@ class Run:
         """A copy of the model (eval mode, CPU) with the weights it had at the end of ``epoch``
         (0: at initialisation) — only for epochs kept with ``fit(cfg, keep_states=...)``."""
         if epoch not in self.states:
-            raise KeyError(f"no model state kept for epoch {epoch!r}; kept: {sorted(self.states)} "
-                           f"(ask fit(cfg, keep_states=(...)) for it)")
+            raise KeyError(
+                f"no model state kept for epoch {epoch!r}; kept: {sorted(self.states)} "
+                f"(ask fit(cfg, keep_states=(...)) for it)"
+            )
         m = copy.deepcopy(self.model).cpu()
         m.load_state_dict(self.states[epoch])
         return m.eval()
@@ -196,16 +199,24 @@ def _representation_rates(Z, y, K, eps) -> dict:
     from ..losses import coding_rate_per_class, rate_reduction
 
     rr = rate_reduction(Z, y, eps, K)
-    means = torch.zeros(K, Z.shape[1], dtype=Z.dtype).index_add_(0, y, Z) / torch.bincount(y, minlength=K).clamp_min(1)[:, None]
+    means = (
+        torch.zeros(K, Z.shape[1], dtype=Z.dtype).index_add_(0, y, Z)
+        / torch.bincount(y, minlength=K).clamp_min(1)[:, None]
+    )
     within = coding_rate_per_class(Z - means[y], y, eps, K)
     ranks = class_ranks(Z, y, K, measure="pr", center="global")
     ncc = torch.cdist(Z, means).argmin(1)
-    return {"rate": float(rr.r), "rate_c": float(rr.r_c), "rate_within": float(within),
-            "class_rank": float(torch.nanmean(ranks)), "label_info": label_information(ncc, y, K)}
+    return {
+        "rate": float(rr.r),
+        "rate_c": float(rr.r_c),
+        "rate_within": float(within),
+        "class_rank": float(torch.nanmean(ranks)),
+        "label_info": label_information(ncc, y, K),
+    }
 
 
 def _tensor_batches(X, y, batch_size):
-    return [(X[s:s + batch_size], y[s:s + batch_size]) for s in range(0, len(X), batch_size)]
+    return [(X[s : s + batch_size], y[s : s + batch_size]) for s in range(0, len(X), batch_size)]
 
 
 def _measure_split(model, X, y, K, *, rank, world, device, prefix=""):
@@ -223,8 +234,9 @@ def _error_of(model, X, y) -> float:
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    wrong = sum(int((model(X[s:s + 4096].to(dev)).argmax(1).cpu() != y[s:s + 4096]).sum())
-                for s in range(0, len(X), 4096))
+    wrong = sum(
+        int((model(X[s : s + 4096].to(dev)).argmax(1).cpu() != y[s : s + 4096]).sum()) for s in range(0, len(X), 4096)
+    )
     model.train(was)
     return wrong / len(X)
 
@@ -255,8 +267,11 @@ def _log_mcr2(row, cfg, model, train, test, val, K) -> metrics_mod.FeatureStats:
 def _snapshot(stats: metrics_mod.FeatureStats, model) -> dict:
     W = model.classifier.weight.detach().double().cpu().clone()
     b = getattr(model.classifier, "bias", None)
-    return {"means": stats.means.cpu().clone(), "W": W,
-            "b": b.detach().double().cpu().clone() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64)}
+    return {
+        "means": stats.means.cpu().clone(),
+        "W": W,
+        "b": b.detach().double().cpu().clone() if b is not None else torch.zeros(W.shape[0], dtype=torch.float64),
+    }
 
 
 def _check_keep_states(keep_states, epochs: int) -> set:
@@ -300,12 +315,15 @@ class _Supervised(Objective):
         self.captured, self.hook = {}, None
         if cfg.loss not in _BUILTIN_LOSSES and _registered_losses()[cfg.loss].needs_features:
             self.hook = model.classifier.register_forward_hook(
-                lambda mod, inp, out: self.captured.__setitem__("h", inp[0]))
+                lambda mod, inp, out: self.captured.__setitem__("h", inp[0])
+            )
         self.batch_labels, self.label_hook = {}, None
         if getattr(model.classifier, "uses_labels", False):
             self.label_hook = model.classifier.register_forward_pre_hook(
-                lambda mod, args: (*args, self.batch_labels["y"]) if "y" in self.batch_labels and len(args) == 1
-                else None)
+                lambda mod, args: (
+                    (*args, self.batch_labels["y"]) if "y" in self.batch_labels and len(args) == 1 else None
+                )
+            )
 
     @staticmethod
     def parameters(cfg, model) -> list:
@@ -445,14 +463,28 @@ class _RunningCurve(Callback):
             self.tot, self.cnt, self.wrong = float(red[0]), int(red[1]), int(red[2])
         self.mean_loss = self.tot / max(self.cnt, 1)
         # MCR² has no logits during training: its running error is undefined (nan)
-        self.curve.append({"epoch": epoch, "lr": self.lr, "train_loss": self.mean_loss,
-                           "train_error_running": self.wrong / max(self.cnt, 1) if self.objective.has_logits
-                           else math.nan})
+        self.curve.append(
+            {
+                "epoch": epoch,
+                "lr": self.lr,
+                "train_loss": self.mean_loss,
+                "train_error_running": self.wrong / max(self.cnt, 1) if self.objective.has_logits else math.nan,
+            }
+        )
         self.curve[-1].update(self.objective.curve_errors())
 
 
-def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=None, checkpoint_every: int = 10,
-        stop_after: int | None = None, root: str | Path | None = None, keep_states=()) -> Run:
+def fit(
+    cfg: TrainConfig,
+    *,
+    cache: bool = True,
+    progress: bool = True,
+    device=None,
+    checkpoint_every: int = 10,
+    stop_after: int | None = None,
+    root: str | Path | None = None,
+    keep_states=(),
+) -> Run:
     """Train (or load from the results cache) the run described by ``cfg``.
 
     ``keep_states`` (epochs, 0 = initialisation) stores the model's state_dict at the end of
@@ -471,8 +503,9 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     t0 = time.perf_counter()
     rank, world = _dist()
     if cfg.loss == "mcr2" and world > 1:
-        raise NotImplementedError("loss='mcr2' is single-process only: its log-determinants do not split "
-                                  "over per-rank shards of a batch")
+        raise NotImplementedError(
+            "loss='mcr2' is single-process only: its log-determinants do not split over per-rank shards of a batch"
+        )
     folder = run_dir("runs", cfg.key(), root)
     result_path, ckpt_path = folder / "result.pt", folder / "ckpt.pt"
     d = _load_data(cfg)
@@ -484,11 +517,22 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         if keep <= set(res.get("states", {})):
             model.load_state_dict(res["model"])
             model.eval()
-            return Run(cfg, pd.DataFrame(res["history"]), res["snapshots"], model, d, pd.DataFrame(res["curve"]),
-                       from_cache=True, seconds=time.perf_counter() - t0, states=res.get("states", {}))
+            return Run(
+                cfg,
+                pd.DataFrame(res["history"]),
+                res["snapshots"],
+                model,
+                d,
+                pd.DataFrame(res["curve"]),
+                from_cache=True,
+                seconds=time.perf_counter() - t0,
+                states=res.get("states", {}),
+            )
         keep |= set(res.get("states", {}))
-        print(f"[nclib] the cached run {cfg.key()} lacks the model states of epochs "
-              f"{sorted(keep - set(res.get('states', {})))}; training it again to keep them")
+        print(
+            f"[nclib] the cached run {cfg.key()} lacks the model states of epochs "
+            f"{sorted(keep - set(res.get('states', {})))}; training it again to keep them"
+        )
 
     dev = default_device(device)
     model.to(dev)
@@ -513,8 +557,9 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     Xtr, ytr = d.tensors("train")
     Xte, yte = d.tensors("test")
     Xva, yva = _val_tensors(d)
-    objective = _objective_class(cfg)(cfg, model, K, (Xtr, ytr), (Xte, yte), (Xva, yva), rank=rank, world=world,
-                                      device=dev)
+    objective = _objective_class(cfg)(
+        cfg, model, K, (Xtr, ytr), (Xte, yte), (Xva, yva), rank=rank, world=world, device=dev
+    )
     Xtr_d, ytr_d = Xtr.to(dev), ytr.to(dev)
     logged = set(log_epochs(cfg.epochs, cfg.n_logs))
 
@@ -536,7 +581,7 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
         if len(perm) - n_full >= 2 * world:
             stops.append(n_full)
         for s in stops:
-            full = perm[s:s + cfg.batch_size]
+            full = perm[s : s + cfg.batch_size]
             idx = full[rank::world] if world > 1 else full
             # under DDP each rank's loss is weighted by its share of the batch (see _Supervised.backward)
             yield Xtr_d[idx], ytr_d[idx], (len(idx) * world / len(full) if world > 1 else None)
@@ -544,8 +589,19 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     def checkpoint(epoch):
         # (a stop at the last epoch also checkpoints, so the next call finishes without retraining)
         if cache and rank == 0 and ((epoch % checkpoint_every == 0 and epoch < cfg.epochs) or epoch == stop_after):
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sch.state_dict(),
-                         "rows": rows, "snapshots": snaps, "curve": curve, "epoch": epoch, "states": states}, ckpt_path)
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sch.state_dict(),
+                    "rows": rows,
+                    "snapshots": snaps,
+                    "curve": curve,
+                    "epoch": epoch,
+                    "states": states,
+                },
+                ckpt_path,
+            )
 
     bar = _pbar(cfg.epochs, progress and rank == 0, f"fit {cfg.model}/{cfg.data}")
     bar.update(start)
@@ -554,11 +610,15 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     if start == 0:
         keep_state(0)
     running = _RunningCurve(model, opt, objective, curve, world=world, device=dev)
-    callbacks = [running,                                                     # train mode, running loss/error
-                 _At(end=lambda e: sch.step()),                                # the learning-rate schedule
-                 _At(end=lambda e: log(e, running.mean_loss, running.lr) if e in logged else None),  # NC metrics
-                 _At(end=keep_state), _At(end=checkpoint), _At(end=lambda e: bar.update(1)),
-                 _At(end=lambda e: stop_after is not None and e >= stop_after, stops=True)]  # stop early (returns None)
+    callbacks = [
+        running,  # train mode, running loss/error
+        _At(end=lambda e: sch.step()),  # the learning-rate schedule
+        _At(end=lambda e: log(e, running.mean_loss, running.lr) if e in logged else None),  # NC metrics
+        _At(end=keep_state),
+        _At(end=checkpoint),
+        _At(end=lambda e: bar.update(1)),
+        _At(end=lambda e: stop_after is not None and e >= stop_after, stops=True),
+    ]  # stop early (returns None)
     try:
         finished = run_loop(opt, range(max(start, 1), cfg.epochs + 1), batches, objective, callbacks)
     finally:
@@ -570,13 +630,31 @@ def fit(cfg: TrainConfig, *, cache: bool = True, progress: bool = True, device=N
     model.cpu()
     history = pd.DataFrame(rows)
     if cache and rank == 0:
-        atomic_save({"model": model.state_dict(), "history": history.to_dict("list"), "snapshots": snaps,
-                     "curve": pd.DataFrame(curve).to_dict("list"),
-                     "config": json.dumps(cfg.to_dict(), default=str), "nclib": __version__, "states": states}, result_path)
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "history": history.to_dict("list"),
+                "snapshots": snaps,
+                "curve": pd.DataFrame(curve).to_dict("list"),
+                "config": json.dumps(cfg.to_dict(), default=str),
+                "nclib": __version__,
+                "states": states,
+            },
+            result_path,
+        )
         if ckpt_path.exists():
             ckpt_path.unlink()
-    return Run(cfg, history, snaps, model, d, pd.DataFrame(curve), from_cache=False,
-               seconds=time.perf_counter() - t0, states=states)
+    return Run(
+        cfg,
+        history,
+        snaps,
+        model,
+        d,
+        pd.DataFrame(curve),
+        from_cache=False,
+        seconds=time.perf_counter() - t0,
+        states=states,
+    )
 
 
 # ----------------------------------------------------------------------------- reading histories

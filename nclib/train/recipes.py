@@ -1,4 +1,5 @@
 """Named training recipes (one per experiment family and profile) and the profile fallback."""
+
 from __future__ import annotations
 
 from .. import data as data_mod
@@ -21,8 +22,10 @@ def resolve_profile(profile: str, dataset: str | None) -> str:
         data_mod.torchvision_set(dataset, download=True)
         return "full"
     except Exception as e:  # no network, corrupted files, ...
-        print(f"[nclib] The full profile needs {dataset}, which could not be loaded or downloaded "
-              f"({type(e).__name__}: {e}). Falling back to the QUICK profile: same claims, smaller experiment.")
+        print(
+            f"[nclib] The full profile needs {dataset}, which could not be loaded or downloaded "
+            f"({type(e).__name__}: {e}). Falling back to the QUICK profile: same claims, smaller experiment."
+        )
         return "quick"
 
 
@@ -42,12 +45,31 @@ def recipe(name: str, profile: str = "quick", *, fallback: bool = True, **overri
         profile = resolve_profile(profile, _RECIPE_DATA.get(name))
     if name == "papyan":
         if profile == "quick":
-            cfg = TrainConfig(data="mnist1d", data_kwargs={"n_train": 2000, "n_test": 1000, "seed": 0},
-                              model="mlp", model_kwargs={"width": 512, "depth": 3, "batchnorm": True},
-                              lr=0.05, weight_decay=5e-3, epochs=300, milestones=(100, 200), batch_size=128, n_logs=30)
+            cfg = TrainConfig(
+                data="mnist1d",
+                data_kwargs={"n_train": 2000, "n_test": 1000, "seed": 0},
+                model="mlp",
+                model_kwargs={"width": 512, "depth": 3, "batchnorm": True},
+                lr=0.05,
+                weight_decay=5e-3,
+                epochs=300,
+                milestones=(100, 200),
+                batch_size=128,
+                n_logs=30,
+            )
         else:
-            cfg = TrainConfig(data="cifar10", data_kwargs={"download": True}, model="resnet18", model_kwargs={},
-                              lr=0.05, weight_decay=5e-4, epochs=350, milestones=(117, 233), batch_size=128, n_logs=30)
+            cfg = TrainConfig(
+                data="cifar10",
+                data_kwargs={"download": True},
+                model="resnet18",
+                model_kwargs={},
+                lr=0.05,
+                weight_decay=5e-4,
+                epochs=350,
+                milestones=(117, 233),
+                batch_size=128,
+                n_logs=30,
+            )
     else:
         raise ValueError(f"unknown recipe {name!r}; known: 'papyan'")
     return cfg.replace(**overrides) if overrides else cfg

@@ -1,4 +1,5 @@
 """Several runs in parallel worker processes: :func:`fit_many` and the shared pool :func:`run_workers`."""
+
 from __future__ import annotations
 
 import json

@@ -29,6 +29,7 @@ the loss is averaged over samples, the feature penalty is not.
 * :func:`hadamard_reduced_gd` — cross-entropy gradient descent under Hadamard initialisation
   reduced to 2K scalars (Garrod et al. 2025).
 """
+
 from __future__ import annotations
 
 from ._common import ACTIVATIONS, LOSSES, NC_KEYS, OPTIMIZERS, RECORDS, class_labels  # noqa: F401
@@ -36,8 +37,7 @@ from .central_path import central_path_decomposition, least_squares_classifier  
 from .closed_forms import ce_ufm_optimum, mse_ufm_optimum  # noqa: F401
 from .deep import class_mean_spectra, dnc_configuration, dnc_loss, numerical_rank  # noqa: F401
 from .hadamard import hadamard, hadamard_init, hadamard_reduced_gd, principal_angles, singular_drift  # noqa: F401
-from .regression import (MNIST1D_LATENTS, mnist1d_latents, nrc_metrics, nrc_optimal_gram,  # noqa: F401
-                         train_regression_mlp)
+from .regression import MNIST1D_LATENTS, mnist1d_latents, nrc_metrics, nrc_optimal_gram, train_regression_mlp  # noqa: F401
 from .solver import UFMResult, train_ufm, train_ufm_restarts, ufm_forward, ufm_objective  # noqa: F401
 
 __all__ = [

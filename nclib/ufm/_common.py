@@ -1,4 +1,5 @@
 """Argument checks, generators and labels shared by the UFM modules."""
+
 from __future__ import annotations
 
 import math
@@ -8,13 +9,23 @@ from torch import Tensor
 
 from .._rng import generator as _generator  # noqa: F401  (int or torch.Generator)
 
-
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("gd", "lbfgs")
 ACTIVATIONS = ("linear", "relu")
 RECORDS = ("nc", "central_path", "nrc", "snapshots")
-NC_KEYS = ("nc1", "trace_ratio", "etf_error", "equinorm_means", "equinorm_classifier", "equiangularity",
-           "max_angle", "self_duality", "self_duality_zhu", "ncc_mismatch", "accuracy")
+NC_KEYS = (
+    "nc1",
+    "trace_ratio",
+    "etf_error",
+    "equinorm_means",
+    "equinorm_classifier",
+    "equiangularity",
+    "max_angle",
+    "self_duality",
+    "self_duality_zhu",
+    "ncc_mismatch",
+    "accuracy",
+)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -1,6 +1,6 @@
 """MSE: the least-squares classifier and the central-path decomposition (Han, Papyan & Donoho 2022)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -12,9 +12,16 @@ __all__ = ["least_squares_classifier", "central_path_decomposition"]
 
 
 # ----------------------------------------------------------------------------- MSE: the central path
-def least_squares_classifier(features: Tensor, *, labels: Tensor | None = None, num_classes: int | None = None,
-                             targets: Tensor | None = None, lam_W: float = 0.0, bias: bool = True,
-                             lam_b: float = 0.0) -> tuple[Tensor, Tensor | None]:
+def least_squares_classifier(
+    features: Tensor,
+    *,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
+    targets: Tensor | None = None,
+    lam_W: float = 0.0,
+    bias: bool = True,
+    lam_b: float = 0.0,
+) -> tuple[Tensor, Tensor | None]:
     r"""The classifier that is MSE-optimal for *fixed* features (the "central path" classifier of
     Han et al. 2022, here with the same ridge penalties as the training objective):
 
@@ -43,9 +50,17 @@ def least_squares_classifier(features: Tensor, *, labels: Tensor | None = None, 
     return (Theta[:, :D], Theta[:, D]) if bias else (Theta, None)
 
 
-def central_path_decomposition(features: Tensor, W: Tensor, b: Tensor | None = None, *, labels: Tensor,
-                               num_classes: int | None = None, lam_W: float = 0.0, lam_b: float = 0.0,
-                               lam_H: float = 0.0) -> dict:
+def central_path_decomposition(
+    features: Tensor,
+    W: Tensor,
+    b: Tensor | None = None,
+    *,
+    labels: Tensor,
+    num_classes: int | None = None,
+    lam_W: float = 0.0,
+    lam_b: float = 0.0,
+    lam_H: float = 0.0,
+) -> dict:
     r"""Split the regularised MSE UFM objective into an NC1 part, an NC2/3 part and an
     off-central-path part (after Han et al. 2022, with the ridge penalties included).
 
@@ -91,8 +106,11 @@ def central_path_decomposition(features: Tensor, W: Tensor, b: Tensor | None = N
     Sw = dev.T @ dev / N
     L_nc1 = 0.5 * torch.trace(Ws @ Sw @ Ws.T) + 0.5 * lam_H * N * torch.trace(Sw)
     res = mu @ Ws.T + (bs if bias else 0.0) - torch.eye(K, dtype=H.dtype)
-    L_nc23 = (0.5 / N) * (counts * res.pow(2).sum(1)).sum() + 0.5 * lam_W * Ws.pow(2).sum() \
+    L_nc23 = (
+        (0.5 / N) * (counts * res.pow(2).sum(1)).sum()
+        + 0.5 * lam_W * Ws.pow(2).sum()
         + 0.5 * lam_H * (counts * mu.pow(2).sum(1)).sum()
+    )
     Hb = torch.cat([H, torch.ones(N, 1, dtype=H.dtype)], 1) if bias else H
     reg = torch.full((Hb.shape[1],), lam_W, dtype=H.dtype)
     if bias:
@@ -103,6 +121,10 @@ def central_path_decomposition(features: Tensor, W: Tensor, b: Tensor | None = N
     Ts = torch.cat([Ws, bs[:, None]], 1) if bias else Ws
     dT = Theta - Ts
     L_perp = 0.5 * torch.trace(dT @ A @ dT.T)
-    return {"L_nc1": float(L_nc1), "L_nc23": float(L_nc23), "L_perp": float(L_perp),
-            "objective": float(L_nc1 + L_nc23 + L_perp),
-            "classifier_gap": float(dT.norm() / Ts.norm().clamp_min(1e-300))}
+    return {
+        "L_nc1": float(L_nc1),
+        "L_nc23": float(L_nc23),
+        "L_perp": float(L_perp),
+        "objective": float(L_nc1 + L_nc23 + L_perp),
+        "classifier_gap": float(dT.norm() / Ts.norm().clamp_min(1e-300)),
+    }

@@ -1,4 +1,5 @@
 """Closed forms of the UFM optimum: MSE (singular-value soft thresholding) and CE (the simplex-ETF family)."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,16 @@ def _target_matrix(labels, num_classes, targets, dtype=torch.float64) -> Tensor:
     return _one_hot(labels, K, dtype)
 
 
-def mse_ufm_optimum(*, labels: Tensor | None = None, num_classes: int | None = None,
-                    targets: Tensor | None = None, dim: int, lam_W: float, lam_H: float,
-                    bias: bool = False) -> dict:
+def mse_ufm_optimum(
+    *,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
+    targets: Tensor | None = None,
+    dim: int,
+    lam_W: float,
+    lam_H: float,
+    bias: bool = False,
+) -> dict:
     r"""The global optimum of the MSE UFM, in closed form.
 
     Problem (no hidden layers, bias unregularised when present):

@@ -1,4 +1,5 @@
 """Deep neural collapse vs low rank in the deep UFM (Súkeník et al. 2024)."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,7 @@ def _dnc_lams(depth: int, lam_W, lam_layers) -> list[float]:
     return hidden + [lam_W]
 
 
-def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, lam_W: float,
-             lam_layers=None) -> dict:
+def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, lam_W: float, lam_layers=None) -> dict:
     r"""The regularised loss of the best deep-neural-collapse (DNC) configuration of the
     no-bias MSE deep UFM with L = ``depth`` weight matrices (ReLU or linear; Súkeník et al. 2024).
 
@@ -56,7 +56,7 @@ def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, la
     q = 2.0 / (L + 1)
 
     def f(s):
-        return 0.5 * (1 - s) ** 2 + coef * s ** q
+        return 0.5 * (1 - s) ** 2 + coef * s**q
 
     grid = [i / 4000 for i in range(4001)]
     i = min(range(len(grid)), key=lambda j: f(grid[j]))
@@ -77,8 +77,9 @@ def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, la
     return {"objective": f(s), "s": s, "h": h, "w": w}
 
 
-def dnc_configuration(num_classes: int, n_per_class: int, depth: int, width: int, *, lam_H: float,
-                      lam_W: float, lam_layers=None) -> dict:
+def dnc_configuration(
+    num_classes: int, n_per_class: int, depth: int, width: int, *, lam_H: float, lam_W: float, lam_layers=None
+) -> dict:
     r"""The DNC configuration of :func:`dnc_loss` as explicit tensors (rows convention), ready for
     :func:`ufm_objective` or as ``init`` of :func:`train_ufm`: ``H`` (N×width, row i = h·e_{y_i}),
     ``layers`` (A_l = w_l · diag(1_K, 0)), ``W`` (K×width, w_L·[I_K 0]); needs width ≥ K."""

@@ -1,5 +1,6 @@
 """Hadamard initialisation and the reduced cross-entropy dynamics (Garrod et al. 2025); principal angles
 and singular drift."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,16 @@ def hadamard(K: int, *, dtype=torch.float64) -> Tensor:
     return Hm
 
 
-def hadamard_init(num_classes: int, n_per_class: int, dim: int | None = None, *, sigma: float = 0.05,
-                  low: float = 0.5, high: float = 1.5, seed=0) -> dict:
+def hadamard_init(
+    num_classes: int,
+    n_per_class: int,
+    dim: int | None = None,
+    *,
+    sigma: float = 0.05,
+    low: float = 0.5,
+    high: float = 1.5,
+    seed=0,
+) -> dict:
     r"""Hadamard initialisation of the two-layer linear network on standard-basis inputs
     (Garrod et al. 2025) — which is the UFM: input :math:`e_i` gives feature
     :math:`h_i = W_1e_i`, so ``H`` = :math:`W_1^\top` (N×d) and ``W`` = :math:`W_2` (K×d).
@@ -65,12 +74,29 @@ def hadamard_init(num_classes: int, n_per_class: int, dim: int | None = None, *,
     bb = low + (high - low) * torch.rand(K, generator=g, dtype=torch.float64)
     W1 = sigma * V @ torch.diag(a) @ P.T
     W2 = sigma * Q @ torch.diag(bb) @ V.T
-    return {"H": W1.T.contiguous(), "W": W2, "Q": Q, "P": P, "V": V, "alpha": sigma * a, "beta": sigma * bb,
-            "labels": class_labels([n] * K)}
+    return {
+        "H": W1.T.contiguous(),
+        "W": W2,
+        "Q": Q,
+        "P": P,
+        "V": V,
+        "alpha": sigma * a,
+        "beta": sigma * bb,
+        "labels": class_labels([n] * K),
+    }
 
 
-def hadamard_reduced_gd(alpha: Tensor, beta: Tensor, n_per_class: int, *, lr: float, steps: int,
-                        weight_decay: float = 0.0, log_every: int | None = None, progress: bool = False) -> dict:
+def hadamard_reduced_gd(
+    alpha: Tensor,
+    beta: Tensor,
+    n_per_class: int,
+    *,
+    lr: float,
+    steps: int,
+    weight_decay: float = 0.0,
+    log_every: int | None = None,
+    progress: bool = False,
+) -> dict:
     r"""Cross-entropy gradient descent under Hadamard initialisation, reduced to 2K scalars.
 
     With :math:`W_1 = V\mathrm{diag}(\alpha)P^\top`, :math:`W_2 = Q\mathrm{diag}(\beta)V^\top`
@@ -135,14 +161,15 @@ def principal_angles(A: Tensor, B: Tensor, *, degrees: bool = True) -> Tensor:
     QA, QB = basis(A, "A"), basis(B, "B")
     if QA.shape[1] < QB.shape[1]:
         QA, QB = QB, QA
-    ang_cos = torch.arccos(torch.linalg.svdvals(QA.T @ QB).clamp(-1, 1))          # ascending angles
+    ang_cos = torch.arccos(torch.linalg.svdvals(QA.T @ QB).clamp(-1, 1))  # ascending angles
     ang_sin = torch.arcsin(torch.linalg.svdvals(QB - QA @ (QA.T @ QB)).clamp(0, 1)).flip(0)  # ascending
     ang = torch.where(ang_sin < math.pi / 4, ang_sin, ang_cos)
     return torch.rad2deg(ang) if degrees else ang
 
 
-def singular_drift(W0: Tensor, H0: Tensor, W: Tensor, H: Tensor, *, left: Tensor | None = None,
-                   right: Tensor | None = None) -> dict:
+def singular_drift(
+    W0: Tensor, H0: Tensor, W: Tensor, H: Tensor, *, left: Tensor | None = None, right: Tensor | None = None
+) -> dict:
     r"""How far the singular structure of the logits :math:`Z = WH^\top` (K×N) has moved since
     :math:`Z_0 = W_0H_0^\top` (two-layer network / UFM, rows convention).
 
@@ -171,6 +198,8 @@ def singular_drift(W0: Tensor, H0: Tensor, W: Tensor, H: Tensor, *, left: Tensor
     def rowspace(X):
         return torch.linalg.svd(C @ X, full_matrices=False)[2][: K - 1].T
 
-    return {"offdiag": float(off.norm() / Z.norm()),
-            "angle_samples": float(principal_angles(rowspace(Z0), rowspace(Z)).max()),
-            "angle_features": float(principal_angles(rowspace(W0), rowspace(W)).max())}
+    return {
+        "offdiag": float(off.norm() / Z.norm()),
+        "angle_samples": float(principal_angles(rowspace(Z0), rowspace(Z)).max()),
+        "angle_features": float(principal_angles(rowspace(W0), rowspace(W)).max()),
+    }

@@ -1,9 +1,10 @@
 """Regression: neural regression collapse (NRC; Andriopoulos et al. 2024) and a real regression task
 (MNIST-1D latents, an MLP regressor)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -134,8 +135,8 @@ def mnist1d_latents(n_samples: int, *, seed: int = 0, latents: Sequence[str] = (
     mean 0 and variance 1, float64), digits (N, int64).
     """
     import numpy as np
-    from scipy.ndimage import gaussian_filter
     from mnist1d.data import get_templates
+    from scipy.ndimage import gaussian_filter
 
     n_samples = _int(n_samples, "n_samples", 10)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -172,14 +173,25 @@ def mnist1d_latents(n_samples: int, *, seed: int = 0, latents: Sequence[str] = (
     X = (X - X.mean()) / X.std()
     Y = np.array([[r[name] for name in latents] for r in lat], dtype=np.float64)
     Y = (Y - Y.mean(0)) / Y.std(0)
-    return (torch.from_numpy(X.astype(np.float32)), torch.from_numpy(Y),
-            torch.tensor(digits, dtype=torch.long))
+    return (torch.from_numpy(X.astype(np.float32)), torch.from_numpy(Y), torch.tensor(digits, dtype=torch.long))
 
 
-def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 32, depth: int = 2,
-                         weight_decay: float = 1e-3, lr: float = 3e-3, steps: int = 2000,
-                         optimizer: str = "adam", momentum: float = 0.9, log_every: int | None = None,
-                         seed=0, progress: bool = True) -> dict:
+def train_regression_mlp(
+    X: Tensor,
+    Y: Tensor,
+    *,
+    hidden: int = 128,
+    dim: int = 32,
+    depth: int = 2,
+    weight_decay: float = 1e-3,
+    lr: float = 3e-3,
+    steps: int = 2000,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    log_every: int | None = None,
+    seed=0,
+    progress: bool = True,
+) -> dict:
     r"""Train an MLP regressor full-batch and record neural regression collapse along the way.
 
     Architecture: ``depth`` hidden ReLU layers (``hidden`` units, the last one ``dim`` units: the
@@ -258,5 +270,10 @@ def train_regression_mlp(X: Tensor, Y: Tensor, *, hidden: int = 128, dim: int = 
     log(steps)
     with torch.no_grad():
         feats = body(X)
-    return {"features": feats, "W": head.weight.detach().clone(), "b": head.bias.detach().clone(),
-            "history": pd.DataFrame(rows), "model": model}
+    return {
+        "features": feats,
+        "W": head.weight.detach().clone(),
+        "b": head.bias.detach().clone(),
+        "history": pd.DataFrame(rows),
+        "model": model,
+    }

@@ -1,16 +1,31 @@
 """The (deep) UFM objective and its solver :func:`train_ufm` (gradient descent or L-BFGS), with the logged history."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..metrics import measure_features
-from ._common import (ACTIVATIONS, LOSSES, NC_KEYS, OPTIMIZERS, RECORDS, _choice, _generator, _int, _labels,
-                      _nonneg, _one_hot, _positive, _tensor, class_labels)
+from ._common import (
+    ACTIVATIONS,
+    LOSSES,
+    NC_KEYS,
+    OPTIMIZERS,
+    RECORDS,
+    _choice,
+    _generator,
+    _int,
+    _labels,
+    _nonneg,
+    _one_hot,
+    _positive,
+    _tensor,
+    class_labels,
+)
 from .central_path import central_path_decomposition
 from .regression import nrc_metrics
 
@@ -59,10 +74,21 @@ def _data_loss(Z: Tensor, labels: Tensor | None, Y: Tensor, loss: str) -> Tensor
     return 0.5 * (Z - Y).pow(2).sum() / Z.shape[0]
 
 
-def ufm_objective(H: Tensor, W: Tensor, *, labels: Tensor | None = None, targets: Tensor | None = None,
-                  b: Tensor | None = None, layers: Sequence[Tensor] = (), activation: str = "linear",
-                  loss: str = "ce", lam_H: float = 0.0, lam_W: float = 0.0, lam_b: float = 0.0,
-                  lam_layers=0.0) -> Tensor:
+def ufm_objective(
+    H: Tensor,
+    W: Tensor,
+    *,
+    labels: Tensor | None = None,
+    targets: Tensor | None = None,
+    b: Tensor | None = None,
+    layers: Sequence[Tensor] = (),
+    activation: str = "linear",
+    loss: str = "ce",
+    lam_H: float = 0.0,
+    lam_W: float = 0.0,
+    lam_b: float = 0.0,
+    lam_layers=0.0,
+) -> Tensor:
     r"""The regularised UFM objective F (module docstring) as a differentiable 0-dim tensor.
 
     .. math:: F = \ell(H_L W^\top + \mathbf 1 b^\top, Y) + \tfrac{\lambda_H}{2}\lVert H\rVert_F^2
@@ -161,10 +187,22 @@ class UFMResult:
         """The regularised objective F at the final parameters."""
         c = self.config
         with torch.no_grad():
-            return float(ufm_objective(self.H, self.W, labels=self.labels, targets=self.targets, b=self.b,
-                                       layers=self.layers, activation=c["activation"], loss=c["loss"],
-                                       lam_H=c["lam_H"], lam_W=c["lam_W"], lam_b=c["lam_b"],
-                                       lam_layers=c["lam_layers"]))
+            return float(
+                ufm_objective(
+                    self.H,
+                    self.W,
+                    labels=self.labels,
+                    targets=self.targets,
+                    b=self.b,
+                    layers=self.layers,
+                    activation=c["activation"],
+                    loss=c["loss"],
+                    lam_H=c["lam_H"],
+                    lam_W=c["lam_W"],
+                    lam_b=c["lam_b"],
+                    lam_layers=c["lam_layers"],
+                )
+            )
 
     def class_means(self, layer: int = -1) -> Tensor:
         """The K×d (uncentred) class means of one layer's features (default: the last layer)."""
@@ -179,9 +217,13 @@ class UFMResult:
         """NC metrics of the last-layer features with the classifier (:func:`nclib.metrics.measure_features`)."""
         if self.labels is None:
             raise ValueError("NC metrics need class labels; this is a regression UFM (use nrc_metrics)")
-        return measure_features(self.features()[-1], self.labels, self.W.detach(),
-                                None if self.b is None else self.b.detach(),
-                                num_classes=self.W.shape[0]).metrics
+        return measure_features(
+            self.features()[-1],
+            self.labels,
+            self.W.detach(),
+            None if self.b is None else self.b.detach(),
+            num_classes=self.W.shape[0],
+        ).metrics
 
 
 def _gd_gradients(H, layers, W, b, Y, loss, activation, lams) -> list[Tensor]:
@@ -211,8 +253,29 @@ def _gd_gradients(H, layers, W, b, Y, loss, activation, lams) -> list[Tensor]:
     return out
 
 
-def _problem(num_classes, n_per_class, counts, targets, dim, loss, bias, lam_H, lam_W, lam_b, depth, width,
-             activation, lam_layers, optimizer, lr, steps, init_scale, log_every, record, dtype) -> dict:
+def _problem(
+    num_classes,
+    n_per_class,
+    counts,
+    targets,
+    dim,
+    loss,
+    bias,
+    lam_H,
+    lam_W,
+    lam_b,
+    depth,
+    width,
+    activation,
+    lam_layers,
+    optimizer,
+    lr,
+    steps,
+    init_scale,
+    log_every,
+    record,
+    dtype,
+) -> dict:
     """Validate the arguments of :func:`train_ufm` once; return the problem description."""
     _choice(loss, "loss", LOSSES)
     _choice(optimizer, "optimizer", OPTIMIZERS)
@@ -258,10 +321,30 @@ def _problem(num_classes, n_per_class, counts, targets, dim, loss, bias, lam_H, 
     if "central_path" in record and (loss != "mse" or depth != 1):
         raise ValueError("the central-path decomposition needs loss='mse' and depth=1")
     N = Y.shape[0]
-    prob = dict(labels=labels, targets=Y, K=K, N=N, dim=dim, depth=depth, width=width,
-                d_last=dim if depth == 1 else width, loss=loss, bias=bias, lam_H=lam_H, lam_W=lam_W,
-                lam_b=lam_b, lam_layers=lam_list, activation=activation, optimizer=optimizer, lr=lr,
-                steps=steps, init_scale=init_scale, log_every=log_every, record=tuple(record), dtype=dtype)
+    prob = dict(
+        labels=labels,
+        targets=Y,
+        K=K,
+        N=N,
+        dim=dim,
+        depth=depth,
+        width=width,
+        d_last=dim if depth == 1 else width,
+        loss=loss,
+        bias=bias,
+        lam_H=lam_H,
+        lam_W=lam_W,
+        lam_b=lam_b,
+        lam_layers=lam_list,
+        activation=activation,
+        optimizer=optimizer,
+        lr=lr,
+        steps=steps,
+        init_scale=init_scale,
+        log_every=log_every,
+        record=tuple(record),
+        dtype=dtype,
+    )
     prob["lams"] = [lam_H] + lam_list + [lam_W] + ([lam_b] if bias else [])
     if "nrc" in record and depth == 1 and lam_H > 0 and lam_W > 0:
         prob["nrc_gamma"] = math.sqrt(N * lam_H * lam_W)  # the UFM closed form's γ (nrc_optimal_gram)
@@ -296,12 +379,17 @@ def _init_params(prob: dict, seed, init: dict | None, fixed_W) -> dict:
     layers = []
     for l in range(depth - 1):
         shape = (dims[l + 1], dims[l])
-        layers.append(given(init["layers"][l], f"init['layers'][{l}]", shape) if init.get("layers") is not None
-                      else draw(shape))
+        layers.append(
+            given(init["layers"][l], f"init['layers'][{l}]", shape) if init.get("layers") is not None else draw(shape)
+        )
     if fixed_W is not None:
         W = given(fixed_W, "fixed_W", (K, prob["d_last"]))
     else:
-        W = given(init["W"], "init['W']", (K, prob["d_last"])) if init.get("W") is not None else draw((K, prob["d_last"]))
+        W = (
+            given(init["W"], "init['W']", (K, prob["d_last"]))
+            if init.get("W") is not None
+            else draw((K, prob["d_last"]))
+        )
     b = None
     if prob["bias"]:
         b = given(init["b"], "init['b']", (K,)) if init.get("b") is not None else torch.zeros(K, dtype=dtype)
@@ -314,13 +402,25 @@ def _record_row(step: int, params: dict, prob: dict) -> dict:
     record = prob["record"]
     with torch.no_grad():
         feats = _forward_raw(params["H"], params["layers"], prob["activation"])
-        F = _objective_raw(params["H"], params["layers"], params["W"], params["b"], prob["labels"],
-                           prob["targets"], prob["loss"], prob["activation"], prob["lams"])
+        F = _objective_raw(
+            params["H"],
+            params["layers"],
+            params["W"],
+            params["b"],
+            prob["labels"],
+            prob["targets"],
+            prob["loss"],
+            prob["activation"],
+            prob["lams"],
+        )
         Z = feats[-1] @ params["W"].T
         if params["b"] is not None:
             Z = Z + params["b"]
-        row = {"step": step, "objective": float(F),
-               "loss": float(_data_loss(Z, prob["labels"], prob["targets"], prob["loss"]))}
+        row = {
+            "step": step,
+            "objective": float(F),
+            "loss": float(_data_loss(Z, prob["labels"], prob["targets"], prob["loss"])),
+        }
         if not math.isfinite(row["objective"]):
             return row
         W, b = params["W"], params["b"]
@@ -328,8 +428,17 @@ def _record_row(step: int, params: dict, prob: dict) -> dict:
             m = measure_features(feats[-1], prob["labels"], W, b, num_classes=prob["K"]).metrics
             row.update({k: m[k] for k in NC_KEYS if k in m})
         if "central_path" in record:
-            row.update(central_path_decomposition(params["H"], W, b, labels=prob["labels"], lam_W=prob["lam_W"],
-                                                  lam_b=prob["lam_b"], lam_H=prob["lam_H"]))
+            row.update(
+                central_path_decomposition(
+                    params["H"],
+                    W,
+                    b,
+                    labels=prob["labels"],
+                    lam_W=prob["lam_W"],
+                    lam_b=prob["lam_b"],
+                    lam_H=prob["lam_H"],
+                )
+            )
         if "nrc" in record:
             row.update(nrc_metrics(feats[-1], prob["targets"], W, gamma=prob.get("nrc_gamma")))
     return row
@@ -346,41 +455,67 @@ def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFM
     snaps = [[] for _ in range(R)]
 
     def unpack(state, r):
-        return {"H": state["H"][r], "layers": [A[r] for A in state["layers"]], "W": state["W"][r],
-                "b": None if state["b"] is None else state["b"][r]}
+        return {
+            "H": state["H"][r],
+            "layers": [A[r] for A in state["layers"]],
+            "W": state["W"][r],
+            "b": None if state["b"] is None else state["b"][r],
+        }
 
     def log(step, state):
         for r in range(R):
-            p = {k: (v.detach() if isinstance(v, Tensor) else [a.detach() for a in v] if isinstance(v, list) else v)
-                 for k, v in unpack(state, r).items()}
+            p = {
+                k: (v.detach() if isinstance(v, Tensor) else [a.detach() for a in v] if isinstance(v, list) else v)
+                for k, v in unpack(state, r).items()
+            }
             row = _record_row(step, p, prob)
             if not math.isfinite(row["objective"]):
-                raise FloatingPointError(f"the objective is not finite at step {step} (seed {seeds[r]}); "
-                                         f"reduce lr (now {lr})")
+                raise FloatingPointError(
+                    f"the objective is not finite at step {step} (seed {seeds[r]}); reduce lr (now {lr})"
+                )
             if callback is not None:
                 extra = callback(step, p)
                 if extra:
                     row.update(extra)
             rows[r].append(row)
             if "snapshots" in prob["record"]:
-                snaps[r].append({"step": step, "H": p["H"].clone(), "W": p["W"].clone(),
-                                 "b": None if p["b"] is None else p["b"].clone(),
-                                 "layers": [A.clone() for A in p["layers"]]})
+                snaps[r].append(
+                    {
+                        "step": step,
+                        "H": p["H"].clone(),
+                        "W": p["W"].clone(),
+                        "b": None if p["b"] is None else p["b"].clone(),
+                        "layers": [A.clone() for A in p["layers"]],
+                    }
+                )
 
     desc = f"UFM {prob['loss'].upper()} L={depth} {prob['optimizer']}" + (f" ×{R}" if R > 1 else "")
     if prob["optimizer"] == "gd":
-        state = {"H": torch.stack([s["H"] for s in starts]),
-                 "layers": [torch.stack([s["layers"][l] for s in starts]) for l in range(depth - 1)],
-                 "W": torch.stack([s["W"] for s in starts]),
-                 "b": None if starts[0]["b"] is None else torch.stack([s["b"] for s in starts])}
-        params = [state["H"], *state["layers"]] + ([] if fixed_W is not None else [state["W"]]) \
+        state = {
+            "H": torch.stack([s["H"] for s in starts]),
+            "layers": [torch.stack([s["layers"][l] for s in starts]) for l in range(depth - 1)],
+            "W": torch.stack([s["W"] for s in starts]),
+            "b": None if starts[0]["b"] is None else torch.stack([s["b"] for s in starts]),
+        }
+        params = (
+            [state["H"], *state["layers"]]
+            + ([] if fixed_W is not None else [state["W"]])
             + ([state["b"]] if state["b"] is not None else [])
+        )
         with torch.no_grad():
             for t in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
                 if t % log_every == 0:
                     log(t, state)
-                grads = _gd_gradients(state["H"], state["layers"], state["W"], state["b"], prob["targets"],
-                                      prob["loss"], prob["activation"], prob["lams"])
+                grads = _gd_gradients(
+                    state["H"],
+                    state["layers"],
+                    state["W"],
+                    state["b"],
+                    prob["targets"],
+                    prob["loss"],
+                    prob["activation"],
+                    prob["lams"],
+                )
                 if fixed_W is not None:
                     del grads[depth]
                 for p, gr in zip(params, grads):
@@ -394,13 +529,21 @@ def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFM
             params = [H, *layers] + ([] if fixed_W is not None else [W]) + ([b] if b is not None else [])
             for p in params:
                 p.requires_grad_(True)
-            opt = torch.optim.LBFGS(params, lr=lr, max_iter=log_every, history_size=50,
-                                    line_search_fn="strong_wolfe", tolerance_grad=1e-13, tolerance_change=1e-16)
+            opt = torch.optim.LBFGS(
+                params,
+                lr=lr,
+                max_iter=log_every,
+                history_size=50,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-13,
+                tolerance_change=1e-16,
+            )
 
             def closure():
                 opt.zero_grad()
-                F = _objective_raw(H, layers, W, b, prob["labels"], prob["targets"], prob["loss"],
-                                   prob["activation"], prob["lams"])
+                F = _objective_raw(
+                    H, layers, W, b, prob["labels"], prob["targets"], prob["loss"], prob["activation"], prob["lams"]
+                )
                 F.backward()
                 return F
 
@@ -409,8 +552,12 @@ def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFM
                 sub_rows, sub_snaps = rows[r], snaps[r]
 
                 def log1(step):
-                    p = {"H": H.detach(), "layers": [A.detach() for A in layers], "W": W.detach(),
-                         "b": None if b is None else b.detach()}
+                    p = {
+                        "H": H.detach(),
+                        "layers": [A.detach() for A in layers],
+                        "W": W.detach(),
+                        "b": None if b is None else b.detach(),
+                    }
                     row = _record_row(step, p, prob)
                     if not math.isfinite(row["objective"]):
                         raise FloatingPointError(f"the objective is not finite at step {step} (seed {seeds[r]})")
@@ -420,9 +567,15 @@ def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFM
                             row.update(extra)
                     sub_rows.append(row)
                     if "snapshots" in prob["record"]:
-                        sub_snaps.append({"step": step, "H": p["H"].clone(), "W": p["W"].clone(),
-                                          "b": None if b is None else p["b"].clone(),
-                                          "layers": [A.clone() for A in p["layers"]]})
+                        sub_snaps.append(
+                            {
+                                "step": step,
+                                "H": p["H"].clone(),
+                                "W": p["W"].clone(),
+                                "b": None if b is None else p["b"].clone(),
+                                "layers": [A.clone() for A in p["layers"]],
+                            }
+                        )
 
                 log1(0)
                 while done < steps:
@@ -435,29 +588,86 @@ def _run(prob: dict, seeds: list, init, fixed_W, callback, progress) -> list[UFM
                     log1(done)
             for p in params:
                 p.requires_grad_(False)
-            finals.append({"H": H.detach(), "layers": [A.detach() for A in layers], "W": W.detach(),
-                           "b": None if b is None else b.detach()})
+            finals.append(
+                {
+                    "H": H.detach(),
+                    "layers": [A.detach() for A in layers],
+                    "W": W.detach(),
+                    "b": None if b is None else b.detach(),
+                }
+            )
     out = []
     for r in range(R):
         f = finals[r]
-        config = {k: prob[k] for k in ("K", "N", "dim", "depth", "width", "loss", "bias", "lam_H", "lam_W", "lam_b",
-                                       "lam_layers", "activation", "optimizer", "lr", "steps", "init_scale")}
-        config.update(num_classes=prob["K"], seed=seeds[r] if isinstance(seeds[r], int) else None,
-                      fixed_W=fixed_W is not None)
-        out.append(UFMResult(H=f["H"].clone(), W=f["W"].clone(), b=None if f["b"] is None else f["b"].clone(),
-                             layers=[A.clone() for A in f["layers"]], labels=prob["labels"], targets=prob["targets"],
-                             config=config, history=pd.DataFrame(rows[r]), snapshots=snaps[r]))
+        config = {
+            k: prob[k]
+            for k in (
+                "K",
+                "N",
+                "dim",
+                "depth",
+                "width",
+                "loss",
+                "bias",
+                "lam_H",
+                "lam_W",
+                "lam_b",
+                "lam_layers",
+                "activation",
+                "optimizer",
+                "lr",
+                "steps",
+                "init_scale",
+            )
+        }
+        config.update(
+            num_classes=prob["K"], seed=seeds[r] if isinstance(seeds[r], int) else None, fixed_W=fixed_W is not None
+        )
+        out.append(
+            UFMResult(
+                H=f["H"].clone(),
+                W=f["W"].clone(),
+                b=None if f["b"] is None else f["b"].clone(),
+                layers=[A.clone() for A in f["layers"]],
+                labels=prob["labels"],
+                targets=prob["targets"],
+                config=config,
+                history=pd.DataFrame(rows[r]),
+                snapshots=snaps[r],
+            )
+        )
     return out
 
 
-def train_ufm(*, num_classes: int | None = None, n_per_class: int | None = None, counts=None,
-              targets: Tensor | None = None, dim: int, loss: str = "ce", bias: bool = False,
-              lam_H: float = 5e-4, lam_W: float = 5e-4, lam_b: float = 0.0, depth: int = 1,
-              width: int | None = None, activation: str = "linear", lam_layers=None,
-              optimizer: str = "gd", lr: float = 1.0, steps: int = 1000, init_scale: float = 0.1,
-              init: dict | None = None, fixed_W: Tensor | None = None, log_every: int | None = None,
-              record: Sequence[str] = ("nc",), callback: Callable | None = None, seed=0,
-              progress: bool = True, dtype=torch.float64) -> UFMResult:
+def train_ufm(
+    *,
+    num_classes: int | None = None,
+    n_per_class: int | None = None,
+    counts=None,
+    targets: Tensor | None = None,
+    dim: int,
+    loss: str = "ce",
+    bias: bool = False,
+    lam_H: float = 5e-4,
+    lam_W: float = 5e-4,
+    lam_b: float = 0.0,
+    depth: int = 1,
+    width: int | None = None,
+    activation: str = "linear",
+    lam_layers=None,
+    optimizer: str = "gd",
+    lr: float = 1.0,
+    steps: int = 1000,
+    init_scale: float = 0.1,
+    init: dict | None = None,
+    fixed_W: Tensor | None = None,
+    log_every: int | None = None,
+    record: Sequence[str] = ("nc",),
+    callback: Callable | None = None,
+    seed=0,
+    progress: bool = True,
+    dtype=torch.float64,
+) -> UFMResult:
     r"""Minimise the (deep) UFM objective F of the module docstring and log NC metrics.
 
     **Problem.** Classification: ``num_classes`` K with ``n_per_class`` n (balanced, N = nK) or
@@ -485,8 +695,29 @@ def train_ufm(*, num_classes: int | None = None, n_per_class: int | None = None,
     ``result.snapshots``. ``callback(step, params)`` may return a dict of extra columns.
     A non-finite objective raises ``FloatingPointError`` (reduce ``lr``).
     """
-    prob = _problem(num_classes, n_per_class, counts, targets, dim, loss, bias, lam_H, lam_W, lam_b, depth, width,
-                    activation, lam_layers, optimizer, lr, steps, init_scale, log_every, record, dtype)
+    prob = _problem(
+        num_classes,
+        n_per_class,
+        counts,
+        targets,
+        dim,
+        loss,
+        bias,
+        lam_H,
+        lam_W,
+        lam_b,
+        depth,
+        width,
+        activation,
+        lam_layers,
+        optimizer,
+        lr,
+        steps,
+        init_scale,
+        log_every,
+        record,
+        dtype,
+    )
     return _run(prob, [seed], init, fixed_W, callback, progress)[0]
 
 
@@ -513,17 +744,55 @@ def train_ufm_restarts(seeds: Sequence[int], **kwargs) -> list[UFMResult]:
     fixed_W = kwargs.pop("fixed_W", None)
     callback = kwargs.pop("callback", None)
     progress = kwargs.pop("progress", True)
-    defaults = dict(num_classes=None, n_per_class=None, counts=None, targets=None, loss="ce", bias=False,
-                    lam_H=5e-4, lam_W=5e-4, lam_b=0.0, depth=1, width=None, activation="linear", lam_layers=None,
-                    optimizer="gd", lr=1.0, steps=1000, init_scale=0.1, log_every=None, record=("nc",),
-                    dtype=torch.float64)
+    defaults = dict(
+        num_classes=None,
+        n_per_class=None,
+        counts=None,
+        targets=None,
+        loss="ce",
+        bias=False,
+        lam_H=5e-4,
+        lam_W=5e-4,
+        lam_b=0.0,
+        depth=1,
+        width=None,
+        activation="linear",
+        lam_layers=None,
+        optimizer="gd",
+        lr=1.0,
+        steps=1000,
+        init_scale=0.1,
+        log_every=None,
+        record=("nc",),
+        dtype=torch.float64,
+    )
     unknown = set(kwargs) - set(defaults) - {"dim"}
     if unknown:
         raise TypeError(f"unknown arguments {sorted(unknown)}")
     if "dim" not in kwargs:
         raise TypeError("dim is required")
     a = {**defaults, **kwargs}
-    prob = _problem(a["num_classes"], a["n_per_class"], a["counts"], a["targets"], a["dim"], a["loss"], a["bias"],
-                    a["lam_H"], a["lam_W"], a["lam_b"], a["depth"], a["width"], a["activation"], a["lam_layers"],
-                    a["optimizer"], a["lr"], a["steps"], a["init_scale"], a["log_every"], a["record"], a["dtype"])
+    prob = _problem(
+        a["num_classes"],
+        a["n_per_class"],
+        a["counts"],
+        a["targets"],
+        a["dim"],
+        a["loss"],
+        a["bias"],
+        a["lam_H"],
+        a["lam_W"],
+        a["lam_b"],
+        a["depth"],
+        a["width"],
+        a["activation"],
+        a["lam_layers"],
+        a["optimizer"],
+        a["lr"],
+        a["steps"],
+        a["init_scale"],
+        a["log_every"],
+        a["record"],
+        a["dtype"],
+    )
     return _run(prob, seeds, init, fixed_W, callback, progress)
