@@ -357,9 +357,35 @@ def collapse_animation(snapshots: dict, *, interval: int = 400):
         return []
 
     anim = FuncAnimation(fig, update, frames=len(frames), interval=interval)
-    html = anim.to_jshtml(default_mode="once")
+    html = offline_jshtml(anim.to_jshtml(default_mode="once"))
     plt.close(fig)
     return HTML(html)
+
+
+# matplotlib's player buttons are Font Awesome icons from a CDN; offline (a classroom without
+# internet) they would be blank, so the icons become plain text symbols and the link goes
+_FA_SYMBOLS = {
+    "fast-backward": "⏮",
+    "step-backward": "◀︎|",
+    "play": "▶",
+    "pause": "⏸",
+    "step-forward": "|▶︎",
+    "fast-forward": "⏭",
+    "minus": "−",
+    "plus": "+",
+}
+
+
+def offline_jshtml(html: str) -> str:
+    """``to_jshtml`` output that needs nothing from another host: the Font Awesome stylesheet link is
+    removed and each ``<i class="fa fa-NAME"></i>`` icon is replaced by a text symbol."""
+    import re
+
+    html = re.sub(r'<link rel="stylesheet"\s*href="https?://[^"]*font-awesome[^"]*"\s*/?>', "", html)
+    html = html.replace('<i class="fa fa-play fa-flip-horizontal"></i>', "◀")  # play backwards
+    for name, sym in _FA_SYMBOLS.items():
+        html = html.replace(f'<i class="fa fa-{name}"></i>', sym)
+    return html
 
 
 # ----------------------------------------------------------------------------- transfer (chapter 5)

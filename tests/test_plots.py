@@ -227,6 +227,9 @@ def test_collapse_animation_renders_html():
     assert "<script" in html.data
     assert html.data.count("data:image/png;base64") == 3  # one frame per snapshot
     assert plt.get_fignums() == []  # the animation's figure is closed
+    # plays offline: no stylesheet or icon font from another host, text symbols on the buttons
+    assert "http://" not in html.data and "https://" not in html.data and "fa fa-" not in html.data
+    assert "▶" in html.data and "⏸" in html.data
 
 
 # ----------------------------------------------------------------------------- readable at the page width
