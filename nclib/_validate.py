@@ -85,11 +85,6 @@ def fraction(v, name: str) -> float:
     return real(v, name, lo=0.0, hi=1.0)
 
 
-def seed(v, name: str = "seed") -> int:
-    """A non-negative ``int`` seed (what ``torch.Generator.manual_seed`` accepts without wrapping)."""
-    return integer(v, name, lo=0)
-
-
 def choice(v, name: str, choices: Iterable) -> None:
     """``v`` is one of ``choices`` (compared with ``==``; unhashable values are refused)."""
     choices = tuple(choices)
@@ -154,13 +149,3 @@ def labels(
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} out of range: found [{lo}, {hi}], expected 0..{num_classes - 1}")
     return y
-
-
-def int_sequence(v, name: str, *, lo: int | None = None, increasing: bool = False) -> tuple[int, ...]:
-    """A list/tuple of ints, each ``≥ lo``, optionally strictly increasing."""
-    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
-        raise TypeError(f"{name} must be a sequence of ints, got {_kind(v)} {v!r}")
-    out = tuple(integer(x, f"{name}[{i}]", lo=lo) for i, x in enumerate(v))
-    if increasing and any(a >= b for a, b in zip(out, out[1:])):
-        raise ValueError(f"{name} must be strictly increasing, got {out}")
-    return out

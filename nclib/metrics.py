@@ -68,9 +68,7 @@ PINV_RTOL = 1e-10
 
 # ----------------------------------------------------------------------------- validation
 def _require_tensor(x, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+    return _v.tensor(x, name, finite=False)
 
 
 def _check_batch(features, labels, num_classes: int, dim: int, *, finite: bool = True) -> tuple[Tensor, Tensor]:
@@ -106,8 +104,7 @@ def _num_classes(num_classes) -> int:
 
 
 def _check_choice(value, name: str, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    _v.choice(value, name, choices)
 
 
 def _check_classifier(W, K: int, D: int, b=None) -> tuple[Tensor, Tensor | None]:

@@ -64,13 +64,11 @@ def nc5(
     Z = _features(ood_features, "ood_features")
     if Z.shape[1] != H.shape[1]:
         raise ValueError(f"ood_features must have D = {H.shape[1]} columns like id_features, got {Z.shape[1]}")
-    K = (
-        int(id_labels.max()) + 1
-        if num_classes is None and isinstance(id_labels, Tensor) and id_labels.numel()
-        else num_classes
-    )
-    K = _v.integer(K, "num_classes", lo=2)
-    y = _v.labels(id_labels, "id_labels", n=H.shape[0], num_classes=K, what="id_features")
+    y = _v.labels(id_labels, "id_labels", n=H.shape[0], what="id_features")  # H has rows, so y is not empty
+    K = int(y.max()) + 1 if num_classes is None else _v.integer(num_classes, "num_classes", lo=2)
+    if K < 2:
+        raise ValueError(f"id_labels: need at least 2 classes, got {K}")
+    y = _v.labels(y, "id_labels", num_classes=K)
     _v.boolean(center, "center")
     counts = torch.bincount(y, minlength=K)
     if bool((counts == 0).any()):

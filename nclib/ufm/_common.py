@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from .. import _validate as _v
 from .._rng import generator as _generator  # noqa: F401  (int or torch.Generator)
 
 LOSSES = ("ce", "mse")
@@ -30,46 +29,24 @@ NC_KEYS = (
 
 # ----------------------------------------------------------------------------- validation
 def _int(v, name: str, minimum: int = 1) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be ≥ {minimum}, got {v}")
-    return v
+    return _v.integer(v, name, lo=minimum)
 
 
 def _nonneg(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be finite and ≥ 0, got {v}")
-    return v
+    return _v.nonnegative(v, name)
 
 
 def _positive(v, name: str) -> float:
-    v = _nonneg(v, name)
-    if v == 0:
-        raise ValueError(f"{name} must be > 0, got 0")
-    return v
+    return _v.positive(v, name)
 
 
 def _choice(v, name: str, choices) -> str:
-    if v not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
+    _v.choice(v, name, choices)
     return v
 
 
 def _tensor(x, name: str, ndim: int | None = None, floating: bool = True) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if floating:
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"{name} must be floating point, got {x.dtype}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or inf")
-    return x
+    return _v.tensor(x, name, ndim=ndim, floating=True if floating else None, finite=floating)
 
 
 def _labels(labels, num_classes: int | None = None) -> tuple[Tensor, int]:
