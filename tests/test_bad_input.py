@@ -43,6 +43,12 @@ def _cfg(**kw):
     return train.TrainConfig(**kw)
 
 
+def _claim(**kw):
+    """claims.claim with the arguments every malformed-claim case shares (a rule the values satisfy)."""
+    args = dict(rule="> 1", source="s", chapter=1, profile="quick", display=False) | kw
+    return claims.claim("t.x", "s", **args)
+
+
 # (id, call, error type, message regex)
 CASES = [
     # ---- metrics: FeatureStats and the metric functions
@@ -150,81 +156,31 @@ CASES = [
     ("rule-status-order", lambda: stats.rule_status("> 1", 3.0, 2.0), ValueError, "lo|hi"),
     (
         "claim-string-values",
-        lambda: claims.claim(
-            "t.x",
-            "s",
-            values=["1.5", "2", "3"],
-            rule="> 1",
-            source="s",
-            chapter=1,
-            seeds=[0, 1, 2],
-            profile="quick",
-            display=False,
-        ),
+        lambda: _claim(values=["1.5", "2", "3"], seeds=[0, 1, 2]),
         TypeError,
         "values",
     ),
     (
         "claim-seeds-mismatch",
-        lambda: claims.claim(
-            "t.x",
-            "s",
-            values=[1.5, 2.0, 3.0],
-            rule="> 1",
-            source="s",
-            chapter=1,
-            seeds=[0, 1],
-            profile="quick",
-            display=False,
-        ),
+        lambda: _claim(values=[1.5, 2.0, 3.0], seeds=[0, 1]),
         ValueError,
         "seeds|values",
     ),
     (
         "claim-nan-value",
-        lambda: claims.claim(
-            "t.x",
-            "s",
-            values=[1.5, float("nan"), 3.0],
-            rule="> 1",
-            source="s",
-            chapter=1,
-            seeds=[0, 1, 2],
-            profile="quick",
-            display=False,
-        ),
+        lambda: _claim(values=[1.5, float("nan"), 3.0], seeds=[0, 1, 2]),
         ValueError,
         "value",
     ),
     (
         "claim-too-few-seeds",
-        lambda: claims.claim(
-            "t.x",
-            "s",
-            values=[1.5, 2.0],
-            rule="> 1",
-            source="s",
-            chapter=1,
-            seeds=[0, 1],
-            profile="quick",
-            display=False,
-        ),
+        lambda: _claim(values=[1.5, 2.0], seeds=[0, 1]),
         ValueError,
         "seed",
     ),
     (
         "claim-interval",
-        lambda: claims.claim(
-            "t.x",
-            "s",
-            values=[1.5, 2.0, 3.0],
-            rule="> 1",
-            source="s",
-            chapter=1,
-            interval="iqr",
-            profile="quick",
-            display=False,
-        ),
+        lambda: _claim(values=[1.5, 2.0, 3.0], interval="iqr"),
         ValueError,
         "interval",
     ),
