@@ -17,15 +17,19 @@ Functions (all float64, pure functions of tensors):
   0 is exact orthogonality. Means are raw (not centred), as in the paper; ``center=True``
   subtracts the ID global mean from both first (a variant, for features with a large common
   offset such as post-ReLU activations).
-* :class:`NECO` — fitted on ID training features: the principal directions (PCA, i.e. the
-  eigenvectors of the covariance about the ID training mean, as scikit-learn's ``PCA`` that the
-  authors use), and the score
+* :class:`NECO` — fitted on ID training features: each feature dimension is standardised with
+  the ID training mean :math:`\bar h` and standard deviation :math:`s` (as scikit-learn's
+  ``StandardScaler`` in the authors' code; a dimension with zero variance keeps scale 1), the
+  principal directions of the standardised features are computed (PCA, i.e. the eigenvectors of
+  their covariance), and with :math:`z = (h - \bar h) / s`
 
-  .. math:: \mathrm{NECO}(h) = \frac{\lVert P_d (h - \bar h)\rVert}{\lVert h - \bar h\rVert}
+  .. math:: \mathrm{NECO}(h) = \frac{\lVert P_d\, z\rVert}{\lVert z\rVert}
 
   where :math:`P_d` projects on the top ``d`` principal directions. Larger means "more ID".
-  The paper optionally multiplies by the maximum logit (``max_logit=True`` here); the default
-  is the plain ratio.
+  ``standardize=False`` skips the division by :math:`s` (the authors' choice for vision
+  transformers, whose classes are already well separated); the paper multiplies by the maximum
+  logit for those models (``max_logit=True`` here), not for ResNets; the default is the plain
+  ratio on standardised features, their ResNet setting.
 * :func:`max_softmax` — the maximum softmax probability baseline (Hendrycks & Gimpel, 2017).
 * :func:`auroc` — the area under the ROC curve for "ID scores higher than OoD scores", computed
   exactly as the Mann–Whitney statistic with ties counted one half.
@@ -89,14 +93,19 @@ class NECO:
     """The NECO detector: fit on ID training features, then :meth:`score` any features.
 
     ``dim``: the number ``d`` of principal directions kept (the paper tunes it; a natural choice
-    under collapse is K−1 or K, the dimension of the class-mean simplex)."""
+    under collapse is K−1 or K, the dimension of the class-mean simplex). ``standardize``: divide
+    each centred dimension by its ID training standard deviation first (the authors' code does, for
+    convolutional networks)."""
 
     dim: int
+    standardize: bool = True
     mean: Tensor | None = None
+    scale: Tensor | None = None  # D, the per-dimension divisor (ones when standardize=False)
     components: Tensor | None = None  # D×D, columns = principal directions, by decreasing variance
 
     def __post_init__(self):
         self.dim = _v.integer(self.dim, "dim", lo=1)
+        self.standardize = _v.boolean(self.standardize, "standardize")
 
     def fit(self, id_features: Tensor) -> NECO:
         H = _features(id_features, "id_features")
@@ -105,7 +114,14 @@ class NECO:
         if H.shape[0] < 2:
             raise ValueError(f"id_features needs at least 2 rows to fit principal directions, got {H.shape[0]}")
         self.mean = H.mean(0)
-        C = (H - self.mean).T @ (H - self.mean) / (H.shape[0] - 1)
+        Z = H - self.mean
+        if self.standardize:
+            sd = Z.pow(2).mean(0).sqrt()  # population standard deviation, as StandardScaler
+            self.scale = torch.where(sd > 0, sd, torch.ones_like(sd))
+        else:
+            self.scale = torch.ones(H.shape[1], dtype=torch.float64)
+        Z = Z / self.scale
+        C = Z.T @ Z / (H.shape[0] - 1)
         evals, evecs = torch.linalg.eigh(C)
         self.components = evecs.flip(1)  # decreasing variance
         return self
@@ -117,7 +133,7 @@ class NECO:
         Z = _features(features, "features")
         if Z.shape[1] != self.components.shape[0]:
             raise ValueError(f"features must have D = {self.components.shape[0]} columns, got {Z.shape[1]}")
-        coords = (Z - self.mean) @ self.components
+        coords = ((Z - self.mean) / self.scale) @ self.components
         total = coords.norm(dim=1)
         if bool((total == 0).any()):
             raise ValueError("features: a row equals the ID training mean, its NECO ratio is 0/0")

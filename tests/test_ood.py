@@ -42,7 +42,7 @@ def test_neco_ratio_analytic():
     g = torch.Generator().manual_seed(1)
     H = torch.zeros(200, 3, dtype=torch.float64)
     H[:, :2] = torch.randn(200, 2, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0], dtype=torch.float64)
-    det = ood.NECO(dim=2).fit(H)
+    det = ood.NECO(dim=2, standardize=False).fit(H)
     idq = H[:5] + 0.0
     oodq = det.mean + torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
     assert torch.allclose(det.score(idq), torch.ones(5, dtype=torch.float64), atol=1e-12)
@@ -51,6 +51,30 @@ def test_neco_ratio_analytic():
     q = det.mean + torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
     assert float(det.score(q)[0]) == pytest.approx(1 / math.sqrt(2), abs=1e-12)
     assert ood.auroc(det.score(idq), det.score(oodq)) == 1.0
+
+
+def test_neco_standardized_matches_the_authors_scaler_and_pca():
+    """Standardised NECO = ||top-d PCA coordinates|| / ||z|| with z from StandardScaler (authors' code)."""
+    sk = pytest.importorskip("sklearn")
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    g = torch.Generator().manual_seed(3)
+    H = torch.randn(300, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    H = H * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0, 0.5], dtype=torch.float64) + 2.0
+    H[:, 4] = 1.5  # a dead unit: zero variance keeps scale 1, as StandardScaler
+    Q = torch.randn(40, 6, generator=g, dtype=torch.float64) * 3
+    ss = StandardScaler().fit(H.numpy())
+    pca = PCA(6).fit(ss.transform(H.numpy()))
+    zq = ss.transform(Q.numpy())
+    ref = torch.from_numpy((pca.transform(zq)[:, :3] ** 2).sum(1) ** 0.5 / (zq**2).sum(1) ** 0.5)
+    got = ood.NECO(dim=3).fit(H).score(Q)
+    assert sk is not None and torch.allclose(got, ref, atol=1e-10, rtol=0)
+    # invariant to rescaling each feature dimension (ID and queries alike); the plain ratio is not
+    c = torch.tensor([5.0, 0.2, 1.0, 7.0, 1.0, 3.0], dtype=torch.float64)
+    assert torch.allclose(ood.NECO(dim=3).fit(H * c).score(Q * c), got, atol=1e-10, rtol=0)
+    plain = ood.NECO(dim=3, standardize=False)
+    assert not torch.allclose(plain.fit(H * c).score(Q * c), plain.fit(H).score(Q), atol=1e-3)
 
 
 def test_neco_max_logit_and_msp():
@@ -67,6 +91,7 @@ def test_neco_max_logit_and_msp():
     "call, err, pattern",
     [
         (lambda: ood.NECO(dim=0), ValueError, "dim"),
+        (lambda: ood.NECO(dim=2, standardize="yes"), TypeError, "standardize"),
         (lambda: ood.NECO(dim=2.5), TypeError, "dim"),
         (lambda: ood.NECO(dim=5).fit(torch.randn(10, 3)), ValueError, "dim"),
         (lambda: ood.NECO(dim=1).score(torch.randn(3, 2)), ValueError, "fit"),
