@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from . import _validate as _v
 from .geometry import nearest_etf, simplex_etf
+from .guidance import etf_from_frame, nearest_etf_frame
 
 
 def _check_etf_dims(in_features, num_classes) -> None:
@@ -124,7 +125,23 @@ class NearestETFGuidedClassifier(nn.Module):
       running class means: logits = s·(z − μ_G)Wᵀ (use with ``normalize=False`` for the authors'
       raw features);
     * ``guide=False`` — W stays the seeded random ETF for ever (only the running means, for the
-      centring bias, are tracked): the fixed-ETF baseline with the same bias.
+      centring bias, are tracked): the fixed-ETF baseline with the same bias;
+    * ``center="batch"`` — the statistics of the authors' code: each step's class means are centred
+      by the *batch* mean :math:`\mu_G` before entering the running means, and the bias is
+      :math:`b=-W\mu_G` with that batch mean (kept in the graph; evaluation uses the last training
+      batch's :math:`\mu_G`);
+    * ``prox=δ`` (> 0; the authors use 10⁻³) — W is the solution of the authors' inner problem with
+      its proximal term towards the previous solution, :func:`nclib.guidance.nearest_etf_frame`:
+      the frame P (K×D, orthonormal rows) minimising
+      :math:`\lVert Y-MP/\sqrt{K-1}\rVert_F^2+\frac\delta2\lVert P-P_{\text{prev}}\rVert_F^2`
+      (closed form: the polar factor of :math:`\frac{2}{\sqrt{K-1}}MY+\delta P_{\text{prev}}`;
+      the first solve is proximal to :math:`[I_K\ 0]`, the authors' starting point), then
+      :math:`W=\sqrt{K/(K-1)}\,MP`. Y is the centred running means scaled as ``mean_norm`` says;
+    * ``grad="implicit"`` (needs ``prox`` > 0) — the authors' gradient: W stays in the autograd
+      graph, through the current batch's share :math:`\alpha_t(\bar h_k-\mu_G)` of the running
+      means, their normalisation and the exact derivative of the solution
+      (:func:`nclib.guidance.polar`; the implicit derivative of the argmin), as the authors'
+      declarative node back-propagates.
     """
 
     uses_labels = True
@@ -140,8 +157,9 @@ class NearestETFGuidedClassifier(nn.Module):
         momentum: float | str = 0.9,
         grad: bool = False,
         mean_norm: str = "row",
-        center: bool = False,
+        center: bool | str = False,
         guide: bool = True,
+        prox: float = 0.0,
     ):
         super().__init__()
         _check_etf_dims(in_features, num_classes)
@@ -151,22 +169,29 @@ class NearestETFGuidedClassifier(nn.Module):
             raise ValueError(f"momentum must be a number in [0, 1) or 'auto', got {momentum!r}")
         if mean_norm not in ("row", "frobenius"):
             raise ValueError(f"mean_norm must be 'row' or 'frobenius', got {mean_norm!r}")
-        for name, v in (("center", center), ("guide", guide)):
-            if not isinstance(v, bool):
-                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        if center != "batch" and not isinstance(center, bool):
+            raise TypeError(f"center must be a bool or 'batch', got {type(center).__name__}")
+        if not isinstance(guide, bool):
+            raise TypeError(f"guide must be a bool, got {type(guide).__name__}")
+        prox = _v.nonnegative(prox, "prox")
+        if grad == "implicit" and prox == 0:
+            raise ValueError("grad='implicit' needs prox > 0 (without it the inner problem's solution is not unique)")
         if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
-        for name, v in (("normalize", normalize), ("grad", grad)):
-            if not isinstance(v, bool):
-                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        if grad != "implicit" and not isinstance(grad, bool):
+            raise TypeError(f"grad must be a bool or 'implicit', got {type(grad).__name__}")
         self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
         self.register_buffer("means", torch.zeros(num_classes, in_features))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("frame", torch.eye(num_classes, in_features))  # the authors' start [I_K 0]
+        self.register_buffer("mu_g", torch.zeros(in_features))  # last training batch's mean (center="batch")
         self.bias = None
         self.scale, self.normalize, self.grad = float(scale), normalize, grad
         self.momentum = "auto" if momentum == "auto" else float(momentum)
-        self.mean_norm, self.center, self.guide = mean_norm, center, guide
+        self.mean_norm, self.center, self.guide, self.prox = mean_norm, center, guide, prox
         self.in_features, self.out_features = in_features, num_classes
 
     @staticmethod
@@ -204,20 +229,43 @@ class NearestETFGuidedClassifier(nn.Module):
                 )
             labels = labels.to(device=z.device, dtype=torch.long)
             bm, present = self._batch_means(z, labels)
+            batch = self.center == "batch"
+            mu = z.mean(0) if batch else None
+            val = bm - mu if batch else bm  # the authors centre each step's means by the batch mean
             with torch.no_grad():
                 self.steps += 1
-                new = bm.detach().to(self.means.dtype)
                 beta = 1.0 - max(2.0 / (int(self.steps) + 1), 1e-4) if self.momentum == "auto" else self.momentum
+                old_means, old_seen = self.means.clone(), self.seen.clone()
+                new = val.detach().to(self.means.dtype)
                 upd = torch.where(self.seen[:, None], beta * self.means + (1 - beta) * new, new)
                 self.means.copy_(torch.where(present[:, None], upd, self.means))
                 self.seen |= present
+                if batch:
+                    self.mu_g.copy_(mu.detach())
             if self.guide and bool(self.seen.all()):
-                if self.grad:
+                if self.grad is True:
                     M = torch.where(present[:, None], bm, self.means.to(bm.dtype))
                     W = self.etf_of(M).to(z.dtype)
                     if torch.isfinite(W).all():
                         self.weight.copy_(W.detach())
                     else:  # degenerate means (e.g. identical rows): keep the last ETF
+                        W = self.weight
+                elif self.prox > 0:
+                    if self.grad == "implicit":  # the running means with the batch's share in the graph
+                        old = old_means.to(val.dtype)
+                        cur = torch.where(old_seen[:, None], beta * old + (1 - beta) * val, val)
+                        cur = torch.where(present[:, None], cur, old)
+                    else:
+                        cur = self.means
+                    Y = cur.to(torch.float64)
+                    Y = Y - Y.mean(0)
+                    Y = F.normalize(Y, dim=1) if self.mean_norm == "row" else Y / Y.norm()
+                    if bool(torch.isfinite(Y).all()):  # all means equal: no nearest ETF, keep the last one
+                        P = nearest_etf_frame(Y, self.frame, self.prox)
+                        W = etf_from_frame(P).to(z.dtype)
+                        self.frame.copy_(P.detach())
+                        self.weight.copy_(W.detach())
+                    if self.grad is False:
                         W = self.weight
                 else:
                     with torch.no_grad():
@@ -227,7 +275,11 @@ class NearestETFGuidedClassifier(nn.Module):
                         if bool(M.norm() > 0):  # all means equal: no nearest ETF, keep the last one
                             self.weight.copy_(nearest_etf(M)[0])
                     W = self.weight
-        if self.center and bool(self.seen.any()):
+            if batch:
+                return self.scale * (z - mu) @ W.T  # the centring bias b = −W μ_G of this batch
+        if self.center == "batch":
+            z = z - self.mu_g.to(z.dtype)
+        elif self.center and bool(self.seen.any()):
             z = z - self.means[self.seen].mean(0).to(z.dtype)  # the centring bias b = −W μ_G
         return self.scale * z @ W.T
 
@@ -235,7 +287,7 @@ class NearestETFGuidedClassifier(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
             f"normalize={self.normalize}, momentum={self.momentum}, grad={self.grad}, mean_norm={self.mean_norm}, "
-            f"center={self.center}, guide={self.guide}"
+            f"center={self.center}, guide={self.guide}, prox={self.prox}"
         )
 
 
