@@ -272,3 +272,133 @@ def test_frobenius_mean_norm_and_centring_bias_and_fixed_variant():
         NearestETFGuidedClassifier(D, K, mean_norm="l1")
     with pytest.raises(TypeError, match="center"):
         NearestETFGuidedClassifier(D, K, center=1)
+
+
+# ----------------------------------------------------------------------------- the authors' inner problem
+def _authors_cost(Y, P, prox, delta):
+    """‖Y − MP/√(K−1)‖²_F + δ/2 ‖P − P_prox‖²_F, written out as in the paper's inner problem."""
+    K = Y.shape[0]
+    Mm = torch.eye(K, dtype=Y.dtype) - 1.0 / K
+    return float((Y - Mm @ P / math.sqrt(K - 1)).norm() ** 2 + delta / 2 * (P - prox).norm() ** 2)
+
+
+def _riemannian_ascent(C, P, steps=3000, lr=0.1):
+    """Brute force: gradient ascent of tr(PᵀC) on the manifold of K×D matrices with orthonormal
+    rows (tangent projection, QR retraction) — the kind of solver the authors run."""
+    for _ in range(steps):
+        g = C - 0.5 * (C @ P.T + P @ C.T) @ P
+        Q, R = torch.linalg.qr((P + lr * g).T)
+        P = (Q * torch.sign(torch.diagonal(R))).T
+    return P
+
+
+def test_nearest_etf_frame_is_the_minimiser_of_the_authors_inner_problem():
+    from nclib.guidance import nearest_etf_frame
+
+    g = torch.Generator().manual_seed(7)
+    K, D, delta = 4, 6, 0.2  # a large δ: the brute force converges along 1 at a rate ∝ δ
+    Y = torch.randn(K, D, generator=g, dtype=torch.float64)
+    Y = (Y - Y.mean(0)) / (Y - Y.mean(0)).norm()
+    prox = torch.linalg.qr(torch.randn(D, K, generator=g, dtype=torch.float64))[0].T
+    P = nearest_etf_frame(Y, prox, delta)
+    assert torch.allclose(P @ P.T, torch.eye(K, dtype=torch.float64), atol=1e-12)
+    best = _authors_cost(Y, P, prox, delta)
+    C = 2 / math.sqrt(K - 1) * Y + delta * prox
+    for s in range(5):  # the iterative solver from random starts never does better, and reaches it
+        P0 = torch.linalg.qr(torch.randn(D, K, generator=torch.Generator().manual_seed(100 + s), dtype=torch.float64))[
+            0
+        ].T
+        Pr = _riemannian_ascent(C, P0)
+        assert _authors_cost(Y, Pr, prox, delta) >= best - 1e-10
+        assert _authors_cost(Y, Pr, prox, delta) == pytest.approx(best, abs=1e-8)
+        assert torch.allclose(Pr, P, atol=1e-5)
+    for s in range(50):  # nor does any random frame
+        Q = torch.linalg.qr(torch.randn(D, K, generator=torch.Generator().manual_seed(200 + s), dtype=torch.float64))[
+            0
+        ].T
+        assert _authors_cost(Y, Q, prox, delta) >= best
+
+
+def test_frame_etf_is_the_procrustes_nearest_etf_as_the_proximal_weight_vanishes():
+    from nclib.guidance import etf_from_frame, nearest_etf_frame
+
+    M = torch.randn(K, D, generator=torch.Generator().manual_seed(8), dtype=torch.float64) + 2.0
+    Y = (M - M.mean(0)) / (M - M.mean(0)).norm()
+    W = etf_from_frame(nearest_etf_frame(Y, torch.eye(K, D, dtype=torch.float64), 1e-10))
+    assert torch.allclose(W, geometry.nearest_etf(M)[0], atol=1e-7)
+    G = W @ W.T  # a unit-row simplex ETF
+    assert torch.allclose(torch.diagonal(G), torch.ones(K, dtype=torch.float64), atol=1e-12)
+    off = G[~torch.eye(K, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1 / (K - 1)), atol=1e-12)
+
+
+def test_polar_gradient_is_the_derivative_of_the_solution():
+    from nclib.guidance import nearest_etf_frame, polar
+
+    g = torch.Generator().manual_seed(9)
+    C = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(polar, (C,))
+    G = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    C1 = C.detach().clone().requires_grad_(True)
+    U, _, Vh = torch.linalg.svd(C1, full_matrices=False)
+    (G * (U @ Vh)).sum().backward()
+    C2 = C.detach().clone().requires_grad_(True)
+    (G * polar(C2)).sum().backward()
+    assert torch.allclose(C1.grad, C2.grad, atol=1e-10)
+    prox = torch.eye(3, 5, dtype=torch.float64)
+    Y = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y: nearest_etf_frame(y / y.norm(), prox, 1e-2), (Y,))
+    with pytest.raises(ValueError, match="rows"):
+        polar(torch.randn(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="prox"):
+        nearest_etf_frame(Y.detach(), torch.eye(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="delta"):
+        nearest_etf_frame(Y.detach(), prox, -1.0)
+
+
+def test_authors_head_batch_centring_proximal_solve_and_implicit_gradient():
+    from nclib.guidance import etf_from_frame, nearest_etf_frame
+
+    g = torch.Generator().manual_seed(10)
+    y = torch.arange(K).repeat(3)
+    h = torch.randn(3 * K, D, generator=g) + 2.0
+    kw = dict(momentum="auto", normalize=False, mean_norm="frobenius", center="batch", scale=1.0, prox=1e-3)
+    head = NearestETFGuidedClassifier(D, K, **kw)
+    out = head(h, y)
+    mu = h.mean(0)
+    Mb = torch.stack([h[y == k].mean(0) for k in range(K)]) - mu  # batch-centred class means
+    assert torch.allclose(head.means, Mb, atol=1e-6)
+    Y = (Mb - Mb.mean(0)).double()
+    W = etf_from_frame(nearest_etf_frame(Y / Y.norm(), torch.eye(K, D, dtype=torch.float64), 1e-3))
+    assert torch.allclose(head.weight.double(), W, atol=1e-5)
+    assert torch.allclose(out, (h - mu) @ head.weight.T, atol=1e-4)  # bias −W μ_G of the batch
+    head.eval()
+    assert torch.allclose(head(h + 1.0), (h + 1.0 - mu) @ head.weight.T, atol=1e-4)  # last batch's μ_G
+    # the second step is proximal to the first solution
+    head.train()
+    h2 = torch.randn(3 * K, D, generator=g)
+    P1 = head.frame.clone()
+    head(h2, y)
+    M2 = torch.stack([h2[y == k].mean(0) for k in range(K)]) - h2.mean(0)
+    Y2 = (1 - 2 / 3) * Mb + 2 / 3 * M2  # α_2 = 2/3
+    Y2 = (Y2 - Y2.mean(0)).double()
+    assert torch.allclose(head.frame.double(), nearest_etf_frame(Y2 / Y2.norm(), P1.double(), 1e-3), atol=1e-5)
+    # gradients: the implicit head's gradient differs from the detached one's by the path through W
+    grads = {}
+    for grad in (False, "implicit"):
+        hd = NearestETFGuidedClassifier(D, K, **kw, grad=grad)
+        x = h.clone().requires_grad_(True)
+        F.cross_entropy(hd(x, y), y).backward()
+        grads[grad] = x.grad
+        x2 = h.clone().requires_grad_(True)
+        F.cross_entropy((x2 - x2.mean(0)) @ hd.weight.T, y).backward()
+        assert torch.allclose(grads[grad], x2.grad, atol=1e-6) == (grad is False)
+    assert torch.isfinite(grads["implicit"]).all()
+    with pytest.raises(ValueError, match="prox"):
+        NearestETFGuidedClassifier(D, K, grad="implicit")
+    with pytest.raises(TypeError, match="center"):
+        NearestETFGuidedClassifier(D, K, center="global")
+    with pytest.raises(ValueError, match="prox"):
+        NearestETFGuidedClassifier(D, K, prox=-1.0)
+    with pytest.raises(TypeError, match="grad"):
+        NearestETFGuidedClassifier(D, K, grad="yes")
