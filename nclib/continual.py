@@ -20,6 +20,9 @@ What is here:
 * :func:`network_accuracies`, :func:`probe_accuracies`, :func:`forgetting_report` — shallow and
   deep forgetting on the past tasks, in the class-incremental (all K outputs) and the
   task-incremental (within a task's own classes) views;
+* :func:`deep_forgetting` — the paper's deep forgetting :math:`A^*_{jj}-A^*_{Tj}`, the drop of a
+  probe's accuracy on task j from the end of task j to the end of training (needs
+  ``ContinualConfig(probe_tasks=True)``);
 * :func:`replay_geometry` — effective rank and class-mean norm of the replayed classes' features,
   compared at *equal sample counts* with the rest of their class and with the current task.
 
@@ -62,6 +65,7 @@ __all__ = [
     "network_accuracies",
     "probe_accuracies",
     "forgetting_report",
+    "deep_forgetting",
     "replay_geometry",
     "task_of",
 ]
@@ -221,7 +225,10 @@ class ContinualConfig:
     buffer (:class:`ReplayBuffer` with ``buffer_fraction`` of each past class, seeded by ``seed``).
     The loss is the cross-entropy over all K outputs (one shared head: class-incremental).
     One optimiser (``"adam"`` or ``"sgd"`` with momentum 0.9), kept across tasks.
-    ``num_tasks=1`` is joint training on all classes."""
+    ``num_tasks=1`` is joint training on all classes. ``probe_tasks=True`` also fits, at the end
+    of every task, a K-way linear probe on the frozen features of all training data and records its
+    test accuracy on each task so far (column ``probe`` of :attr:`ContinualRun.accuracy`; the
+    :math:`A^*_{ij}` of Lanzillotta et al.)."""
 
     data: str = "mnist1d"
     data_kwargs: dict = field(default_factory=lambda: {"n_train": 2000, "n_test": 1000, "seed": 0})
@@ -237,6 +244,7 @@ class ContinualConfig:
     batch_size: int = 64
     replay_batch_size: int = 64
     seed: int = 0
+    probe_tasks: bool = False
 
     def __post_init__(self):
         for name, lo in (("num_tasks", 1), ("epochs_per_task", 1), ("batch_size", 1), ("replay_batch_size", 0)):
@@ -254,9 +262,13 @@ class ContinualConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise ValueError(f"need lr > 0 and weight_decay ≥ 0, got {self.lr}, {self.weight_decay}")
+        _v.boolean(self.probe_tasks, "probe_tasks")
 
     def key(self) -> str:
-        return config_key({"config": dataclasses.asdict(self), "kind": "continual"}, "continual")
+        d = dataclasses.asdict(self)
+        if not d["probe_tasks"]:  # runs without the per-task probes keep their earlier keys
+            del d["probe_tasks"]
+        return config_key({"config": d, "kind": "continual"}, "continual")
 
     def replace(self, **changes) -> ContinualConfig:
         return dataclasses.replace(self, **changes)
@@ -319,11 +331,12 @@ class _TaskSchedule(Callback):
     each epoch's order from a generator seeded by (seed, t, epoch), every batch joined by
     ``replay_batch_size`` buffer samples once the buffer holds some (a batch of < 2 samples is
     skipped when the model has BatchNorm); at the end of a task the buffer takes its samples and
-    the network's test accuracy on every task so far is recorded."""
+    the network's test accuracy on every task so far is recorded (with ``probe_tasks``, also the
+    accuracy of a K-way probe fitted on the features of all training data)."""
 
-    def __init__(self, cfg, model, tasks, buffer, ytr, test, rows, bar, device):
+    def __init__(self, cfg, model, tasks, buffer, ytr, test, rows, bar, device, Xtr=None):
         self.cfg, self.model, self.tasks, self.buffer, self.ytr = cfg, model, tasks, buffer, ytr
-        self.test, self.rows, self.bar, self.device = test, rows, bar, device
+        self.test, self.rows, self.bar, self.device, self.Xtr = test, rows, bar, device, Xtr
 
     def period_start(self, period):
         t, epoch = period
@@ -350,10 +363,16 @@ class _TaskSchedule(Callback):
             sel = self.ytr[self.cur]
             self.buffer.add(self.cur, sel)  # the buffer is filled when the task ends (the last one's is never replayed)
             Xte, yte = self.test
+            if self.cfg.probe_tasks:
+                K = sum(len(tk) for tk in self.tasks)
+                probe = linear_probe(extract(self.model, self.Xtr), self.ytr, K, weight_decay=1e-3, max_iter=100)
+                pred = probe.logits(extract(self.model, Xte)).argmax(1)
             for u in range(t + 1):
-                self.rows.append(
-                    {"after_task": t, "task": u, "accuracy": _task_accuracy(self.model, Xte, yte, self.tasks[u])}
-                )
+                row = {"after_task": t, "task": u, "accuracy": _task_accuracy(self.model, Xte, yte, self.tasks[u])}
+                if self.cfg.probe_tasks:
+                    sel = torch.isin(yte, torch.tensor(self.tasks[u]))
+                    row["probe"] = float((pred[sel] == yte[sel]).double().mean())
+                self.rows.append(row)
             self.model.train()
 
 
@@ -406,7 +425,7 @@ def train_class_incremental(
         leave=False,
         desc=f"continual f={cfg.buffer_fraction:g}",
     )
-    schedule = _TaskSchedule(cfg, model, tasks, buffer, ytr, (Xte, yte), rows, bar, dev)
+    schedule = _TaskSchedule(cfg, model, tasks, buffer, ytr, (Xte, yte), rows, bar, dev, Xtr)
     periods = [(t, epoch) for t in range(len(tasks)) for epoch in range(cfg.epochs_per_task)]
     try:
         run_loop(opt, periods, schedule.batches, _CrossEntropy(model, Xd, yd), [schedule])
@@ -557,6 +576,37 @@ def forgetting_report(
     out.update(probe_accuracies(extract(model, Xtr), ytr, extract(model, Xte), yte, tasks, weight_decay=weight_decay))
     out["gap"] = out["probe_all"] - out["net_all"]
     return out
+
+
+def deep_forgetting(run: ContinualRun) -> pd.DataFrame:
+    r"""Deep forgetting as Lanzillotta et al. define it: for every past task j (all but the last),
+    :math:`F^{\text{deep}}_j = A^*_{jj} - A^*_{Tj}`, the accuracy of a K-way linear probe (fitted on
+    the frozen features of all training data) on task j's test inputs at the end of task j minus
+    the same at the end of training; likewise the network's own shallow forgetting
+    :math:`F_j = A_{jj} - A_{Tj}`. One row per past task: ``task``, ``probe_then``, ``probe_end``,
+    ``deep`` and ``shallow``. Needs a run trained with ``ContinualConfig(probe_tasks=True)``."""
+    if not isinstance(run, ContinualRun):
+        raise TypeError(f"run must be a ContinualRun, got {type(run).__name__}")
+    acc = run.accuracy
+    if "probe" not in acc or not run.config.probe_tasks:
+        raise ValueError("run has no per-task probe accuracies: train it with ContinualConfig(probe_tasks=True)")
+    last = len(run.tasks) - 1
+    if last < 1:
+        raise ValueError("need at least two tasks")
+    at = acc.set_index(["after_task", "task"])
+    rows = []
+    for j in range(last):
+        then, end = at.loc[(j, j)], at.loc[(last, j)]
+        rows.append(
+            {
+                "task": j,
+                "probe_then": float(then.probe),
+                "probe_end": float(end.probe),
+                "deep": float(then.probe - end.probe),
+                "shallow": float(then.accuracy - end.accuracy),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def replay_geometry(

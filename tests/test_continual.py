@@ -280,3 +280,39 @@ def test_replay_panels_draws_three_labelled_panels():
     assert len(fig.axes) == 3 and all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
     with pytest.raises(ValueError, match="columns"):
         plots.replay_panels(sweep.drop(columns="gap"))
+
+
+# ----------------------------------------------------------------------------- deep forgetting (A*_jj − A*_Tj)
+def test_per_task_probes_and_deep_forgetting_follow_the_definition():
+    from nclib.continual import deep_forgetting
+    from nclib.evaluation import linear_probe
+    from nclib.features import extract
+
+    cfg = _cfg(num_tasks=2, probe_tasks=True)
+    run = train_class_incremental(cfg, cache=False, progress=False)
+    plain = train_class_incremental(_cfg(num_tasks=2), cache=False, progress=False)
+    for k, v in plain.model.state_dict().items():  # the probes do not change the training
+        assert torch.equal(v, run.model.state_dict()[k])
+    assert _cfg().key() == plain.config.key() and cfg.key() != plain.config.key()
+    acc = run.accuracy.set_index(["after_task", "task"])
+    assert list(run.accuracy.columns) == ["after_task", "task", "accuracy", "probe"]
+    # the final probe: refit by hand on the final features, scored on each task's test inputs
+    (Xtr, ytr), (Xte, yte) = run.data.tensors("train"), run.data.tensors("test")
+    pred = (
+        linear_probe(extract(run.model, Xtr), ytr, 4, weight_decay=1e-3, max_iter=100)
+        .logits(extract(run.model, Xte))
+        .argmax(1)
+    )
+    for u, tk in enumerate(run.tasks):
+        sel = torch.isin(yte, torch.tensor(tk))
+        assert acc.loc[(1, u)].probe == pytest.approx(float((pred[sel] == yte[sel]).double().mean()))
+    df = deep_forgetting(run)
+    assert list(df.task) == [0]
+    assert df.deep[0] == pytest.approx(acc.loc[(0, 0)].probe - acc.loc[(1, 0)].probe)
+    assert df.shallow[0] == pytest.approx(acc.loc[(0, 0)].accuracy - acc.loc[(1, 0)].accuracy)
+    with pytest.raises(ValueError, match="probe_tasks"):
+        deep_forgetting(plain)
+    with pytest.raises(TypeError, match="probe_tasks"):
+        _cfg(probe_tasks=1)
+    with pytest.raises(TypeError, match="ContinualRun"):
+        deep_forgetting(run.accuracy)
