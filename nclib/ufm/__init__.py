@@ -24,7 +24,8 @@ the loss is averaged over samples, the feature penalty is not.
   (singular-value soft thresholding of the targets);
 * :func:`ce_ufm_optimum` — the CE UFM optimum on the simplex-ETF family (Zhu et al. 2021);
 * :func:`dnc_loss` — the regularised loss of the best deep-neural-collapse configuration of a deep
-  UFM (the reference point of Súkeník et al. 2024);
+  UFM (the reference point of Súkeník et al. 2024), and :func:`low_rank_configuration`, an explicit
+  lower-rank configuration with its loss;
 * :func:`nrc_optimal_gram` — :math:`WW^\top` at the regression UFM optimum (Andriopoulos et al. 2024);
 * :func:`hadamard_reduced_gd` — cross-entropy gradient descent under Hadamard initialisation
   reduced to 2K scalars (Garrod et al. 2025).
@@ -33,9 +34,9 @@ the loss is averaged over samples, the feature penalty is not.
 from __future__ import annotations
 
 from ._common import ACTIVATIONS, LOSSES, NC_KEYS, OPTIMIZERS, RECORDS, class_labels  # noqa: F401
-from .central_path import central_path_decomposition, least_squares_classifier  # noqa: F401
+from .central_path import central_path_decomposition, least_squares_classifier, network_central_path  # noqa: F401
 from .closed_forms import ce_ufm_optimum, mse_ufm_optimum  # noqa: F401
-from .deep import class_mean_spectra, dnc_configuration, dnc_loss, numerical_rank  # noqa: F401
+from .deep import class_mean_spectra, dnc_configuration, dnc_loss, low_rank_configuration, numerical_rank  # noqa: F401
 from .hadamard import hadamard, hadamard_init, hadamard_reduced_gd, principal_angles, singular_drift  # noqa: F401
 from .regression import MNIST1D_LATENTS, mnist1d_latents, nrc_metrics, nrc_optimal_gram, train_regression_mlp  # noqa: F401
 from .solver import UFMResult, train_ufm, train_ufm_restarts, ufm_forward, ufm_objective  # noqa: F401
@@ -51,8 +52,10 @@ __all__ = [
     "ce_ufm_optimum",
     "least_squares_classifier",
     "central_path_decomposition",
+    "network_central_path",
     "dnc_loss",
     "dnc_configuration",
+    "low_rank_configuration",
     "class_mean_spectra",
     "numerical_rank",
     "nrc_metrics",

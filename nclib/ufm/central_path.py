@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from ._common import _labels, _nonneg, _tensor
 from .closed_forms import _target_matrix
 
-__all__ = ["least_squares_classifier", "central_path_decomposition"]
+__all__ = ["least_squares_classifier", "central_path_decomposition", "network_central_path"]
 
 
 # ----------------------------------------------------------------------------- MSE: the central path
@@ -128,3 +129,59 @@ def central_path_decomposition(
         "objective": float(L_nc1 + L_nc23 + L_perp),
         "classifier_gap": float(dT.norm() / Ts.norm().clamp_min(1e-300)),
     }
+
+
+def network_central_path(run, epochs=None) -> pd.DataFrame:
+    r"""The central-path decomposition of :func:`central_path_decomposition` along the training of a
+    real network (Han et al. 2022, section 4): for every kept epoch of ``run`` (a
+    :class:`nclib.train.Run` of ``loss="mse"`` trained with ``fit(cfg, keep_states=...)``), the
+    penultimate training features H and the last layer (W, b) of that epoch are split as
+
+    .. math:: \tfrac1{2N}\lVert HW^\top+\mathbf 1b^\top-Y\rVert_F^2+\tfrac{\lambda}2(\lVert W\rVert_F^2+\lVert b\rVert^2)
+              = \underbrace{L_{NC1}+L_{NC2/3}}_{L_{LS}(H)} + L_\perp ,
+
+    with λ the run's weight decay (SGD/AdamW decay every parameter, the bias included, so
+    λ_W = λ_b = λ; the features carry no penalty of their own, λ_H = 0). :math:`L_{LS}` is the
+    loss of the least-squares (ridge) classifier of the current features, :math:`L_\perp` the
+    price of the network's classifier being off the central path. ``epochs`` (default: every kept
+    epoch) selects epochs of ``run.states``. Returns one row per epoch: ``epoch``, ``L_nc1``,
+    ``L_nc23``, ``L_ls``, ``L_perp``, ``perp_ratio`` (:math:`L_\perp/L_{LS}`),
+    ``classifier_gap`` (:math:`\lVert\Theta-\Theta^\star\rVert_F/\lVert\Theta^\star\rVert_F`).
+    """
+    for attr in ("config", "states", "features_at", "model_at"):
+        if not hasattr(run, attr):
+            raise TypeError(f"run must be an nclib.train.Run (it has no {attr!r}), got {type(run).__name__}")
+    if run.config.loss != "mse":
+        raise ValueError(f"the central path is an MSE construct; this run used loss={run.config.loss!r}")
+    kept = sorted(run.states)
+    if epochs is None:
+        epochs = kept
+    elif isinstance(epochs, (str, bytes)) or not hasattr(epochs, "__iter__"):
+        raise TypeError(f"epochs must be a sequence of kept epochs, got {type(epochs).__name__}")
+    epochs = list(epochs)
+    missing = [e for e in epochs if e not in run.states]
+    if not kept or missing:
+        raise ValueError(
+            f"epochs {missing or '(none kept)'} have no kept state; kept: {kept} (fit(cfg, keep_states=...))"
+        )
+    lam = float(run.config.weight_decay)
+    rows = []
+    for e in epochs:
+        H, y = run.features_at(e)
+        head = run.model_at(e).classifier
+        W = head.weight.detach().to(torch.float64)
+        b = head.bias.detach().to(torch.float64) if getattr(head, "bias", None) is not None else None
+        cp = central_path_decomposition(H, W, b, labels=y, num_classes=W.shape[0], lam_W=lam, lam_b=lam)
+        L_ls = cp["L_nc1"] + cp["L_nc23"]
+        rows.append(
+            {
+                "epoch": int(e),
+                "L_nc1": cp["L_nc1"],
+                "L_nc23": cp["L_nc23"],
+                "L_ls": L_ls,
+                "L_perp": cp["L_perp"],
+                "perp_ratio": cp["L_perp"] / L_ls if L_ls > 0 else float("nan"),
+                "classifier_gap": cp["classifier_gap"],
+            }
+        )
+    return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 from ._common import _int, _nonneg, _positive, _tensor, class_labels
 from .solver import UFMResult, _lam_list
 
-__all__ = ["dnc_loss", "dnc_configuration", "class_mean_spectra", "numerical_rank"]
+__all__ = ["dnc_loss", "dnc_configuration", "low_rank_configuration", "class_mean_spectra", "numerical_rank"]
 
 
 # ----------------------------------------------------------------------------- deep NC vs low rank
@@ -50,8 +51,21 @@ def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, la
     lams = _dnc_lams(L, lam_W, lam_layers)
     if any(v <= 0 for v in lams):
         raise ValueError("every layer needs a positive weight decay for the DNC closed form")
-    N = K * n
-    logC = math.log(lam_H * N) + sum(math.log(v * K) for v in lams)
+    sol = _balanced_scales([lam_H * K * n] + [v * K for v in lams])
+    return {"objective": sol["objective"], "s": sol["s"], "h": sol["x"][0], "w": sol["x"][1:]}
+
+
+def _balanced_scales(coefs: list[float]) -> dict:
+    r"""Solve :math:`\min_{x>0}\ 	frac12(1-s)^2 + 	frac12\sum_{j=0}^{L} c_jx_j^2` with
+    :math:`s=\prod_j x_j` (the fit of a configuration whose output is sY, and its penalty).
+
+    For a fixed s the penalty is smallest when the L+1 terms are equal (AM–GM), giving
+    :math:`	frac{L+1}2(Cs^2)^{1/(L+1)}`, :math:`C=\prod_jc_j`; the remaining 1-D problem
+    (non-convex for L ≥ 2: s = 0, value ½, competes with an interior minimum) is solved by a fine
+    grid and a golden-section refinement. Returns ``{"objective", "s", "x"}``.
+    """
+    L = len(coefs) - 1
+    logC = sum(math.log(c) for c in coefs)
     coef = 0.5 * (L + 1) * math.exp(logC / (L + 1))
     q = 2.0 / (L + 1)
 
@@ -72,9 +86,7 @@ def dnc_loss(num_classes: int, n_per_class: int, depth: int, *, lam_H: float, la
     if f(0.0) <= f(s):
         s = 0.0
     m = math.exp((logC + 2 * math.log(s)) / (L + 1)) if s > 0 else 0.0
-    h = math.sqrt(m / (lam_H * N))
-    w = [math.sqrt(m / (v * K)) for v in lams]
-    return {"objective": f(s), "s": s, "h": h, "w": w}
+    return {"objective": f(s), "s": s, "x": [math.sqrt(m / c) for c in coefs]}
 
 
 def dnc_configuration(
@@ -98,6 +110,92 @@ def dnc_configuration(
     layers = [w * P for w in sol["w"][:-1]]
     W = sol["w"][-1] * E
     return {"H": H, "layers": layers, "W": W, "labels": labels, "objective": sol["objective"]}
+
+
+def low_rank_configuration(
+    num_classes: int,
+    n_per_class: int,
+    depth: int,
+    width: int,
+    *,
+    lam_H: float,
+    lam_W: float,
+    lam_layers=None,
+    vertices: int | None = None,
+) -> dict:
+    r"""An explicit low-rank configuration of the no-bias ReLU MSE deep UFM that, like deep neural
+    collapse, fits every class by the same output sY, but whose features have rank m < K in every
+    layer but the last (the low-rank mechanism of Súkeník et al. 2024: a ReLU can raise the rank).
+
+    **Construction** (ours; a graph construction in the spirit of the paper). Identify the K
+    classes with K edges {i, j} of the complete graph on m vertices (the first K pairs in
+    lexicographic order; m = ``vertices``, default the smallest m with m(m−1)/2 ≥ K) and let B be
+    the m×K incidence matrix (column k = e_i + e_j). Then :math:`(B^\top B)_{kl}` = 2, 1, 0 for the
+    same, adjacent, disjoint edges, so
+
+    .. math:: \sigma\big((B^\top - \tfrac12 J_{K\times m})B\big) = \sigma(B^\top B - J) = I_K ,
+
+    a rank-≤m pre-activation that the ReLU turns into the identity. Layers (rows convention, all
+    padded to ``width`` ≥ K): features :math:`h_1\,b_{y_i}` (non-negative, rank m), hidden layers
+    1..L−2 :math:`w_l\,\mathrm{diag}(1_m, 0)` (ReLU inactive), layer L−1
+    :math:`w_{L-1}(B^\top-\tfrac12J)` (the rank-raising layer), classifier :math:`w_L[I_K\ 0]`. The
+    output is sY with s = h_1∏w_l, the penalties are
+    :math:`\lambda_Hn\lVert B\rVert_F^2h_1^2 = 2\lambda_HKn\,h_1^2`, :math:`\lambda_l m\,w_l^2`,
+    :math:`\lambda_{L-1}\tfrac{Km}4w_{L-1}^2` and :math:`\lambda_WK\,w_L^2` (halved), and the scales
+    are balanced exactly as in :func:`dnc_loss` (same 1-D problem, with
+    :math:`C_{\rm LR}=2\lambda_HKn\prod_{l\le L-2}(\lambda_lm)\cdot\lambda_{L-1}\tfrac{Km}4\cdot\lambda_WK`).
+    With equal decays :math:`C_{\rm LR}/C_{\rm DNC} = m^{L-1}/(2K^{L-2})`, independent of λ: the
+    construction beats DNC iff this is below 1 (e.g. K = 10, m = 5 from L = 4 on).
+    Needs depth ≥ 2. Returns ``{"H", "layers", "W", "labels", "objective", "s", "rank", "C_ratio"}``
+    (``rank`` = rank of B, the rank of layers 1..L−1; ``C_ratio`` = :math:`C_{\rm LR}/C_{\rm DNC}`).
+    """
+    K = _int(num_classes, "num_classes", 2)
+    n = _int(n_per_class, "n_per_class")
+    L = _int(depth, "depth", 2)
+    width = _int(width, "width")
+    lam_H = _positive(lam_H, "lam_H")
+    lams = _dnc_lams(L, lam_W, lam_layers)
+    if any(v <= 0 for v in lams):
+        raise ValueError("every layer needs a positive weight decay for the closed form")
+    m = 2
+    while m * (m - 1) // 2 < K:
+        m += 1
+    if vertices is not None:
+        vertices = _int(vertices, "vertices", 2)
+        if vertices * (vertices - 1) // 2 < K:
+            raise ValueError(f"{vertices} vertices have fewer than K = {K} edges")
+        m = vertices
+    if width < max(K, m):
+        raise ValueError(f"the construction needs width ≥ max(K, m) = {max(K, m)}, got {width}")
+    B = torch.zeros(m, K, dtype=torch.float64)
+    for k, (i, j) in enumerate(itertools.islice(itertools.combinations(range(m), 2), K)):
+        B[i, k] = B[j, k] = 1.0
+    A = B.T - 0.5
+    coefs = [lam_H * n * 2 * K] + [v * m for v in lams[: L - 2]] + [lams[L - 2] * K * m / 4, lams[L - 1] * K]
+    sol = _balanced_scales(coefs)
+    x = sol["x"]
+    labels = class_labels([n] * K)
+    H = torch.zeros(K * n, width, dtype=torch.float64)
+    H[:, :m] = x[0] * B.T[labels]
+    P = torch.zeros(width, width, dtype=torch.float64)
+    P[:m, :m] = torch.eye(m, dtype=torch.float64)
+    E = torch.zeros(width, width, dtype=torch.float64)
+    E[:K, :m] = A
+    layers = [x[1 + l] * P for l in range(L - 2)] + [x[L - 1] * E]
+    W = torch.zeros(K, width, dtype=torch.float64)
+    W[:, :K] = x[L] * torch.eye(K, dtype=torch.float64)
+    dnc = [lam_H * K * n] + [v * K for v in lams]
+    c_ratio = math.exp(sum(math.log(c) for c in coefs) - sum(math.log(c) for c in dnc))
+    return {
+        "H": H,
+        "layers": layers,
+        "W": W,
+        "labels": labels,
+        "objective": sol["objective"],
+        "s": sol["s"],
+        "rank": int(torch.linalg.matrix_rank(B)),
+        "C_ratio": c_ratio,
+    }
 
 
 def class_mean_spectra(result: UFMResult) -> list[Tensor]:
