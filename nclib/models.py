@@ -302,15 +302,22 @@ def _real(v, name: str) -> float:
 
 class MultiCenterClassifier(nn.Module):
     r"""A frozen classifier with :math:`f_k` centres for class k (neural collapse to multiple
-    centres; our construction).
+    centres, Yan et al. 2024, NeurIPS; bib key ``dang2024multicenter``).
 
-    Class directions :math:`e_k` form a unit simplex ETF (seeded rotation); each class gets
-    :math:`f_k` unit centres :math:`c_{kj} = \cos\theta\,e_k + \sin\theta\,v_{kj}` — at angle θ from
-    their class direction — with the :math:`v_{kj}` orthonormal and orthogonal to every :math:`e_k`
-    (needs :math:`D \ge K-1+\sum_k f_k`). (An earlier version had sin and cos swapped, which put the
-    centres 78° from their class direction at θ = 0.2.) The class *target* is the mean of its centres,
-    :math:`m_k = \frac1{f_k}\sum_j c_{kj}`, the point features of class k are trained towards
-    (``"multicenter_cosine"`` loss).
+    Class directions :math:`w_k` form a unit simplex ETF (seeded rotation); each class gets
+    :math:`f_k` unit centres built as in the paper (its figure of the construction,
+    :math:`W_{ij} = \cos\theta\,v_{ij} + \sin\theta\,w_i`, θ = 0.2 in its experiments):
+
+    .. math:: c_{kj} = \sin\theta\,w_k + \cos\theta\,v_{kj},
+
+    with the :math:`v_{kj}` orthonormal and orthogonal to every :math:`w_k` (needs
+    :math:`D \ge K-1+\sum_k f_k`). So θ is the angle between a centre and its own direction
+    :math:`v_{kj}`, and :math:`\pi/2-\theta` the angle to the class direction (78° at θ = 0.2): the
+    centres of a class spread over :math:`f_k` nearly orthogonal directions, which is what lets a
+    class with more centres own more directions. The class *target* is the mean of its centres,
+    :math:`m_k = \frac1{f_k}\sum_j c_{kj}` (norm :math:`\sqrt{\sin^2\theta + \cos^2\theta/f_k}`), the
+    point the paper's UFM analysis shows the features of class k collapse to (NCMC) and the one
+    the ``"multicenter_cosine"`` loss trains them towards.
 
     ``forward(h)`` returns ``scale`` × the scores of ``rule``:
 
@@ -352,7 +359,7 @@ class MultiCenterClassifier(nn.Module):
         G = G - U.T @ (U @ G)
         V = torch.linalg.qr(G)[0].T  # M×D orthonormal, ⊥ span(E)
         owner = torch.arange(K).repeat_interleave(torch.tensor(f))
-        C = math.cos(theta) * E[owner] + math.sin(theta) * V
+        C = math.sin(theta) * E[owner] + math.cos(theta) * V  # the paper's W_ij = cos θ v_ij + sin θ w_i
         T = (
             torch.zeros(K, D, dtype=torch.float64).index_add_(0, owner, C)
             / torch.tensor(f, dtype=torch.float64)[:, None]
