@@ -5,6 +5,9 @@ r"""Does collapse generalise? Run-level measurements of test collapse and of mar
   accuracy, and NC4 on test data (agreement of the network with the nearest *training* class mean).
 * :func:`budget_epochs`, :func:`size_sweep_config`, :data:`SIZES` — training sets of increasing
   size under one SGD-step budget (the experiment of Hui et al. 2022 and the survey's answer).
+* :func:`target_loss_config`, :data:`TARGET_SIZES`, :data:`TARGET_LOSS` — Hui et al.'s own
+  protocol: every size trained (constant learning rate, no weight decay) until its running
+  training loss reaches one common target.
 * :func:`margin_trajectory`, :func:`margin_summary` — normalised multiclass margins
   (:func:`nclib.geometry.normalized_margins`) at the epochs a run kept its weights
   (``fit(cfg, keep_states=...)``), as in Banburski et al. (2021).
@@ -31,6 +34,9 @@ __all__ = [
     "STEPS",
     "budget_epochs",
     "size_sweep_config",
+    "TARGET_SIZES",
+    "TARGET_LOSS",
+    "target_loss_config",
     "margin_epochs",
     "train_test_collapse",
     "margin_trajectory",
@@ -104,6 +110,39 @@ def size_sweep_config(profile: str, n_train: int, *, seed: int = 0, steps: int |
         batch_size=128,
         n_logs=15,
         seed=seed,
+    )
+
+
+#: training-set sizes of the train-to-target-loss sweep (quick: 8×, the largest size left out for time)
+TARGET_SIZES = {"quick": (250, 500, 1000, 2000), "full": (3125, 6250, 12500, 25000, 50000)}
+#: the common training loss every size is trained to (Hui et al. 2022 use 1e-6)
+TARGET_LOSS = {"quick": 1e-2, "full": 1e-4}
+#: the cap on SGD steps of the target-loss sweep (the run ends earlier when the target is reached)
+TARGET_MAX_STEPS = {"quick": 8000, "full": 78125}
+
+
+def target_loss_config(
+    profile: str, n_train: int, *, seed: int = 0, target: float | None = None, max_steps: int | None = None
+) -> TrainConfig:
+    """Hui, Belkin & Nakkiran's (2022) protocol on the size sweep's data and network: every size
+    is trained until its running training loss (mean over an epoch's mini-batches) first reaches
+    the common ``target`` (``TrainConfig.target_loss``), with a constant learning rate and no
+    weight decay (weight decay would put a floor under the cross-entropy and make a small common
+    target unreachable); ``max_steps`` SGD steps is the cap. Everything else — data split,
+    network, SGD lr 0.05, momentum 0.9, batch 128, 15 log-spaced measurements — is
+    :func:`size_sweep_config`'s.
+    """
+    check_profile(profile)
+    target = TARGET_LOSS[profile] if target is None else target
+    max_steps = TARGET_MAX_STEPS[profile] if max_steps is None else max_steps
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 10:
+        raise ValueError(f"target must be a loss in (0, 10), got {target!r}")
+    base = size_sweep_config(profile, n_train, seed=seed)
+    return base.replace(
+        schedule="constant",
+        weight_decay=0.0,
+        epochs=budget_epochs(n_train, base.batch_size, max_steps),
+        target_loss=float(target),
     )
 
 

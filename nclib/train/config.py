@@ -62,6 +62,9 @@ class TrainConfig:
     ``"logit_adjusted"``, ``"class_balanced"``, ``"dot_regression"``, ``"multicenter_cosine"``,
     ``"ce_align"``) and called with the logits, the labels, K, the penultimate features (captured
     at the classifier's input when the loss needs them), the classifier module and ``loss_kwargs``.
+    ``target_loss`` > 0 ends training at the end of the first epoch whose running training loss
+    (the mean over its mini-batches) is at or below it — Hui et al.'s (2022) "train to a target
+    loss" protocol; that epoch is then logged too, and ``epochs`` is the cap (0: off).
     New fields at their defaults leave :meth:`key` (and so existing cached runs) unchanged.
     """
 
@@ -88,6 +91,7 @@ class TrainConfig:
     val_size: int = 0
     log_rates: bool = False
     loss_kwargs: dict = field(default_factory=dict)
+    target_loss: float = 0.0
 
     def __post_init__(self):
         if self.loss not in _BUILTIN_LOSSES and self.loss not in _registered_losses():
@@ -121,6 +125,7 @@ class TrainConfig:
         # checked, not converted: the cache key is built from the values as given
         _v.positive(self.lr, "lr")
         _v.nonnegative(self.weight_decay, "weight_decay")
+        _v.nonnegative(self.target_loss, "target_loss")
         _v.real(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
         _v.positive(self.gamma, "gamma")
         _v.real(self.label_noise, "label_noise", lo=0.0, hi=1.0, hi_open=True)

@@ -496,7 +496,9 @@ def fit(
     calling ``fit`` again with the same config resumes from it and ends at the same result.
     ``stop_after=e`` trains only through epoch e and returns ``None`` (the checkpoint stays) —
     a way to split long runs. ``cache=False`` neither reads nor writes the cache/checkpoints.
-    ``root`` overrides the cache folder (default :func:`cache_dir`).
+    ``root`` overrides the cache folder (default :func:`cache_dir`). With ``cfg.target_loss`` > 0
+    the run ends (and is returned, and cached) at the first epoch whose running training loss is
+    at or below it; that epoch is measured even when it is not one of the log-spaced ones.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -610,6 +612,16 @@ def fit(
     if start == 0:
         keep_state(0)
     running = _RunningCurve(model, opt, objective, curve, world=world, device=dev)
+    reached = []
+
+    def reach_target(epoch):
+        if not (cfg.target_loss > 0 and running.mean_loss <= cfg.target_loss):
+            return False
+        if epoch not in logged:
+            log(epoch, running.mean_loss, running.lr)
+        reached.append(epoch)
+        return True
+
     callbacks = [
         running,  # train mode, running loss/error
         _At(end=lambda e: sch.step()),  # the learning-rate schedule
@@ -618,13 +630,14 @@ def fit(
         _At(end=checkpoint),
         _At(end=lambda e: bar.update(1)),
         _At(end=lambda e: stop_after is not None and e >= stop_after, stops=True),
+        _At(end=reach_target, stops=True),  # cfg.target_loss reached: the run ends there
     ]  # stop early (returns None)
     try:
         finished = run_loop(opt, range(max(start, 1), cfg.epochs + 1), batches, objective, callbacks)
     finally:
         bar.close()
         objective.close()
-    if not finished:
+    if not finished and not reached:
         return None
     model.eval()
     model.cpu()
