@@ -135,14 +135,20 @@ def test_multicenter_geometry_and_rules():
     C, own = head.centers.double(), head.owner
     assert C.shape == (10, D) and own.tolist() == [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]
     assert torch.allclose(C.norm(dim=1), torch.ones(10, dtype=torch.float64), atol=1e-6)
-    # the class directions e_k: an ETF; every centre makes angle θ with its e_k
+    # the paper's construction c_kj = sin θ w_k + cos θ v_kj: the class directions w_k an ETF, every
+    # centre at angle π/2 − θ from its w_k and θ from its own direction v_kj
     E = geometry.simplex_etf(K, D, seed=2)
-    assert torch.allclose((C * E[own]).sum(1), torch.full((10,), math.cos(theta), dtype=torch.float64), atol=1e-6)
-    V = (C - math.cos(theta) * E[own]) / math.sin(theta)
+    assert torch.allclose((C * E[own]).sum(1), torch.full((10,), math.sin(theta), dtype=torch.float64), atol=1e-6)
+    V = (C - math.sin(theta) * E[own]) / math.cos(theta)
     assert torch.allclose(V @ V.T, torch.eye(10, dtype=torch.float64), atol=1e-5)
     assert (V @ E.T).abs().max() < 1e-5
     T = torch.stack([C[own == k].mean(0) for k in range(K)])
     assert torch.allclose(head.targets.double(), T, atol=1e-6)
+    # |m_k|² = sin²θ + cos²θ / f_k, and cos(m_k, w_k) = sin θ / |m_k|
+    f = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    norm = (math.sin(theta) ** 2 + math.cos(theta) ** 2 / f).sqrt()
+    assert torch.allclose(T.norm(dim=1), norm, atol=1e-6)
+    assert torch.allclose(F.cosine_similarity(T, E, dim=1), math.sin(theta) / norm, atol=1e-6)
     assert torch.allclose(head.weight.double(), F.normalize(T, dim=1), atol=1e-6)
     assert models.count_parameters(head) == 0
     # rules: at a centre c_kj the max rule gives 1 for class k
@@ -302,6 +308,11 @@ def test_long_tail_recipe():
     assert imb.long_tail_recipe("multicenter", 100).model_kwargs["centers"] == [1] * 5 + [8] * 5
     assert imb.long_tail_recipe("logit_adjusted", 10).loss_kwargs["counts"] == [400] * 5 + [40] * 5
     assert imb.long_tail_recipe("ce", 10, epochs=3).epochs == 3
+    assert [imb.long_tail_recipe(m, 10).epochs for m in ("ce", "etf", "etf_dr", "multicenter")] == [30, 30, 90, 90]
+    assert (
+        imb.long_tail_recipe("etf_dr", 10, epochs=5).epochs == 5
+        and imb.long_tail_recipe("etf_dr", 10, "full").epochs == 200
+    )
     full = imb.long_tail_recipe("etf", 100, "full")
     assert full.data == "cifar10" and full.model == "resnet18" and full.model_kwargs["head"] == "etf"
     with pytest.raises(ValueError, match="method"):
