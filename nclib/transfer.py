@@ -7,7 +7,8 @@ new classes, and the geometric complexity of a feature map.
   labelled feature set, through :class:`nclib.metrics.FeatureStats` and :func:`nclib.metrics.cdnv`.
 * :func:`few_shot_episodes` / :func:`ncc_few_shot` — seeded N-way k-shot episodes classified by
   the nearest class mean of the support set (the transfer protocol of Galanti et al. 2022),
-  reported as mean ± 95 % confidence half-width (:func:`mean_ci`).
+  reported as mean ± 95 % confidence half-width (:func:`mean_ci`); :func:`ridge_few_shot`, a
+  linear probe (ridge-regression classifier fitted on each episode's support set) on the same episodes.
 * :func:`geometric_complexity` — :math:`\mathrm{GC}(f) = \frac1N\sum_i \lVert\partial f(x_i)/\partial x\rVert_F^2`
   (Dherin et al. 2022; Munn, Dherin & Gonzalvo 2024), exactly by Jacobians or by a
   Hutchinson estimate with random probes.
@@ -39,6 +40,7 @@ __all__ = [
     "cdnv_of",
     "few_shot_episodes",
     "ncc_few_shot",
+    "ridge_few_shot",
     "FewShotResult",
     "mean_ci",
     "transfer_metrics",
@@ -215,6 +217,64 @@ def ncc_few_shot(
         # argmin_n ‖h − μ_n‖² = argmin_n (‖μ_n‖² − 2⟨h, μ_n⟩): one batched product
         score = protos.pow(2).sum(-1).unsqueeze(1) - 2 * torch.bmm(Q.reshape(E, N * q, D), protos.transpose(1, 2))
         pred = score.argmin(-1).reshape(E, N, q)
+        accs.append((pred == torch.arange(N).view(1, N, 1)).double().mean((1, 2)))
+    acc = torch.cat(accs)
+    m, ci = mean_ci(acc, level)
+    return FewShotResult(ways, shots, m, ci, level, acc)
+
+
+def ridge_few_shot(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    ridge: float = 1e-2,
+    level: float = 0.95,
+) -> FewShotResult:
+    r"""N-way k-shot accuracy of a **linear probe** on frozen features: a ridge-regression
+    classifier fitted to each episode's support set (the same seeded episodes as
+    :func:`ncc_few_shot`).
+
+    With the n = N·k support rows centred on their mean :math:`\bar h` (:math:`X_c`, n×D) and
+    one-hot targets centred on 1/N (:math:`Y_c`, n×N), the probe is
+
+    .. math:: W=\arg\min_W \lVert X_cW-Y_c\rVert_F^2+\lambda\lVert W\rVert_F^2
+              =X_c^\top\big(X_cX_c^\top+\lambda I_n\big)^{-1}Y_c ,
+              \qquad \lambda=\texttt{ridge}\cdot\operatorname{tr}(X_cX_c^\top)/n,
+
+    (the dual form: one n×n solve per episode, exact), and a query h is labelled
+    :math:`\arg\max_n\,[(h-\bar h)W]_n`. Scaling λ with the mean squared support norm makes the
+    probe invariant to a global rescaling of the features. Unlike the nearest class mean, the
+    probe weighs feature directions by how they separate the support classes, so coordinates
+    with large class-independent spread do not dominate it. No randomness beyond the episodes:
+    deterministic under ``seed``. Returns mean ± confidence half-width over episodes."""
+    features = _tensor(features, "features", 2)
+    labels = _labels(labels, features.shape[0])
+    if not features.dtype.is_floating_point or not torch.isfinite(features).all():
+        raise ValueError("features must be finite floating-point values")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge <= 0:
+        raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
+    sup, qry = few_shot_episodes(labels, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed)
+    F = features.double()
+    N = ways
+    onehot = torch.eye(N, dtype=torch.float64).repeat_interleave(shots, 0) - 1.0 / N  # n×N, centred
+    accs = []
+    for s in range(0, episodes, 64):
+        S = F[sup[s : s + 64]].flatten(1, 2)  # E×n×D, rows grouped by position n
+        Q = F[qry[s : s + 64]]  # E×N×q×D
+        E, _, q, D = Q.shape
+        centre = S.mean(1, keepdim=True)
+        Xc = S - centre
+        K = torch.bmm(Xc, Xc.transpose(1, 2))  # E×n×n
+        lam = ridge * K.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)  # E
+        A = torch.linalg.solve(K + lam[:, None, None] * torch.eye(K.shape[1], dtype=K.dtype), onehot.expand(E, -1, -1))
+        W = torch.bmm(Xc.transpose(1, 2), A)  # E×D×N
+        score = torch.bmm(Q.reshape(E, N * q, D) - centre, W)
+        pred = score.argmax(-1).reshape(E, N, q)
         accs.append((pred == torch.arange(N).view(1, N, 1)).double().mean((1, 2)))
     acc = torch.cat(accs)
     m, ci = mean_ci(acc, level)

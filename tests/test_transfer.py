@@ -1,7 +1,7 @@
 """Unit tests for nclib.transfer against hand-computable cases: CDNV of a labelled set, the
 confidence interval, seeded few-shot episodes, nearest-class-mean accuracy (exact cases and a
-naive reference), geometric complexity of maps with known Jacobians, frozen features at named
-layers, Spearman's rank correlation, and the chapter-5 recipe."""
+naive reference), the ridge linear probe (primal formula, a separable case), geometric
+complexity of maps with known Jacobians, frozen features at named layers, Spearman's rank correlation, and the chapter-5 recipe."""
 
 import math
 
@@ -291,3 +291,61 @@ def test_transfer_panels_and_log_ticks():
     with pytest.raises(ValueError):
         plots.plain_log_ticks(ax, "z")
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- ridge linear probe
+def _ridge_reference(S, ys, Q, N, ridge):
+    """The primal ridge solution (XcᵀXc + λI)⁻¹XcᵀYc of one episode, written out directly."""
+    centre = S.mean(0)
+    Xc = S - centre
+    Yc = torch.eye(N, dtype=torch.float64)[ys] - 1.0 / N
+    lam = ridge * float(Xc.pow(2).sum()) / S.shape[0]
+    W = torch.linalg.solve(Xc.T @ Xc + lam * torch.eye(S.shape[1], dtype=torch.float64), Xc.T @ Yc)
+    return ((Q - centre) @ W).argmax(1)
+
+
+def test_ridge_few_shot_matches_primal_formula():
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(10).repeat_interleave(12)
+    F = torch.randn(10, 6, generator=g, dtype=torch.float64)[y] + torch.randn(120, 6, generator=g, dtype=torch.float64)
+    res = T.ridge_few_shot(F, y, ways=4, shots=3, queries=5, episodes=7, seed=2, ridge=0.3)
+    sup, qry = T.few_shot_episodes(y, ways=4, shots=3, queries=5, episodes=7, seed=2)
+    for e in range(7):
+        pred = _ridge_reference(F[sup[e].flatten()], torch.arange(4).repeat_interleave(3), F[qry[e].flatten()], 4, 0.3)
+        acc = float((pred == torch.arange(4).repeat_interleave(5)).double().mean())
+        assert abs(acc - float(res.accuracies[e])) < 1e-12
+
+
+def test_ridge_few_shot_separable_and_invariances():
+    # classes on orthogonal axes with small noise: linearly separable, the probe is exact
+    g = torch.Generator().manual_seed(6)
+    y = torch.arange(8).repeat_interleave(10)
+    F = 5 * torch.eye(8, dtype=torch.float64)[y] + 0.05 * torch.randn(80, 8, generator=g, dtype=torch.float64)
+    r = T.ridge_few_shot(F, y, ways=5, shots=2, queries=6, episodes=20, seed=0, ridge=1e-3)
+    assert r.mean == 1.0 and r.ci == 0.0
+    # a class-independent coordinate with huge spread ruins the nearest class mean, not the probe
+    G = torch.cat([F, 1e3 * torch.randn(80, 1, generator=g, dtype=torch.float64)], 1)
+    assert T.ncc_few_shot(G, y, ways=5, shots=5, queries=5, episodes=50, seed=0).mean < 0.6
+    assert T.ridge_few_shot(G, y, ways=5, shots=5, queries=5, episodes=50, seed=0, ridge=1e-6).mean > 0.95
+    # deterministic under the seed, invariant to a global rescaling of the features
+    a = T.ridge_few_shot(G, y, ways=5, shots=1, queries=5, episodes=30, seed=3)
+    b = T.ridge_few_shot(7.0 * G, y, ways=5, shots=1, queries=5, episodes=30, seed=3)
+    assert torch.equal(a.accuracies, b.accuracies)
+    c = T.ridge_few_shot(G, y, ways=5, shots=1, queries=5, episodes=30, seed=4)
+    assert not torch.equal(a.accuracies, c.accuracies)
+
+
+def test_ridge_few_shot_validates():
+    y = torch.arange(4).repeat_interleave(5)
+    F = torch.randn(20, 3, dtype=torch.float64)
+    for bad in (0.0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError):
+            T.ridge_few_shot(F, y, ways=2, shots=1, queries=2, episodes=2, ridge=bad)
+    with pytest.raises(ValueError):
+        T.ridge_few_shot(F[:, :, None], y, ways=2, shots=1, queries=2, episodes=2)
+    with pytest.raises(ValueError):
+        T.ridge_few_shot(F, y[:-1], ways=2, shots=1, queries=2, episodes=2)
+    with pytest.raises(TypeError):
+        T.ridge_few_shot(F, y.double(), ways=2, shots=1, queries=2, episodes=2)
+    with pytest.raises(ValueError):
+        T.ridge_few_shot(F, y, ways=2, shots=4, queries=2, episodes=2)  # needs 6 samples per class
