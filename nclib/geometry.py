@@ -28,6 +28,7 @@ __all__ = [
     "etf_margin",
     "classifier_cosine",
     "max_margin_classifier",
+    "cross_entropy_gd",
 ]
 
 
@@ -262,6 +263,7 @@ def max_margin_classifier(
     max_iter: int = 20000,
     tol: float = 1e-6,
     seed: int = 0,
+    bias: bool = True,
 ) -> tuple[Tensor, Tensor]:
     r"""The multiclass max-margin linear classifier of fixed features (Crammer & Singer 2001):
 
@@ -273,6 +275,9 @@ def max_margin_classifier(
     gradient descent on the cross-entropy converges to for a linear model (Soudry et al. 2018).
     ``center=True`` fits on :math:`h_i-\mu_G` (the bias then only absorbs the shift) and
     returns the bias for the *uncentred* features: ``(W, b)`` as float64 tensors (K×D, K).
+    ``bias=False`` fits no intercept (the problem above exactly, as in Soudry et al.'s multiclass
+    theorem for logits :math:`Wh` without bias); the returned bias is then ``-W mu`` (zero when
+    ``center=False``).
     """
     from sklearn.svm import LinearSVC
 
@@ -289,10 +294,66 @@ def max_margin_classifier(
         raise ValueError("labels must cover every class 0..K-1 with K ≥ 2")
     X = H.detach().to(torch.float64)
     mu = X.mean(0) if center else torch.zeros(X.shape[1], dtype=torch.float64)
-    svm = LinearSVC(multi_class="crammer_singer", C=float(C), max_iter=max_iter, tol=tol, random_state=seed)
+    svm = LinearSVC(
+        multi_class="crammer_singer",
+        C=float(C),
+        max_iter=max_iter,
+        tol=tol,
+        random_state=seed,
+        fit_intercept=_v.boolean(bias, "bias"),
+    )
     svm.fit((X - mu).numpy(), labels.numpy())
     W = torch.as_tensor(svm.coef_, dtype=torch.float64)
-    b = torch.as_tensor(svm.intercept_, dtype=torch.float64)
+    b = torch.as_tensor(svm.intercept_, dtype=torch.float64) if bias else torch.zeros(W.shape[0], dtype=torch.float64)
     if K == 2 and W.shape[0] == 1:  # scikit-learn returns one vector for two classes
         W, b = torch.cat([-W / 2, W / 2]), torch.cat([-b / 2, b / 2])
     return W, b - W @ mu
+
+
+def cross_entropy_gd(
+    H: Tensor,
+    W: Tensor,
+    labels: Tensor,
+    *,
+    lr: float,
+    steps: int,
+    log_steps=(),
+    train_features: bool = True,
+) -> list[tuple[int, Tensor, Tensor]]:
+    r"""Plain full-batch gradient descent on the *unregularised* mean cross-entropy of the logits
+    :math:`Z = HW^\top` (no bias, no weight decay):
+
+    .. math:: L(W,H)=\frac1N\sum_i -\log\operatorname{softmax}(Wh_i)_{y_i},\qquad
+              \nabla_W L = G^\top H,\quad \nabla_H L = G W,\quad
+              G=\tfrac1N(\operatorname{softmax}(Z)-Y),
+
+    with steps :math:`\theta\leftarrow\theta-\eta\nabla_\theta L` taken on W and H together
+    (``train_features=True``: the unconstrained layer-peeled model of Ji et al. 2022, whose
+    gradient flow converges in direction to a KKT point of
+    :math:`\min\lVert W\rVert_F^2+\lVert H\rVert_F^2` s.t. all margins ≥ 1, neural collapse at
+    its global minimum) or on W alone with H frozen (``train_features=False``: a linear classifier,
+    which converges in direction to the multiclass hard-margin SVM of H on separable data, Soudry
+    et al. 2018, Thm. 7). ``H`` is N×D (rows), ``W`` K×D (initial values, not modified).
+    Returns ``[(step, W, H), ...]`` (float64 copies) at every step in ``log_steps`` (0..steps).
+    """
+    W, H, y, _ = _check_margin_inputs(W, H, labels, None)
+    lr = _v.positive(lr, "lr")
+    steps = _v.integer(steps, "steps", lo=0)
+    train_features = _v.boolean(train_features, "train_features")
+    logs = {_v.integer(t, "log_steps entry", lo=0, hi=steps) for t in log_steps}
+    W, H = W.clone(), H.clone()
+    Y = torch.zeros(H.shape[0], W.shape[0], dtype=torch.float64).scatter_(1, y[:, None], 1.0)
+    out = []
+    for t in range(steps + 1):
+        if t in logs:
+            out.append((t, W.clone(), H.clone()))
+        if t == steps:
+            break
+        G = (torch.softmax(H @ W.T, 1) - Y) / H.shape[0]
+        gW = G.T @ H
+        if train_features:
+            H -= lr * (G @ W)
+        W -= lr * gW
+    if not (torch.isfinite(W).all() and torch.isfinite(H).all()):
+        raise FloatingPointError("gradient descent diverged (reduce lr)")
+    return out

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from nclib import metrics as M
-from nclib.geometry import distance_to_nearest_etf, etf_coordinates, nearest_etf, random_orthonormal, simplex_etf
+from nclib.geometry import (
+    classifier_cosine,
+    cross_entropy_gd,
+    distance_to_nearest_etf,
+    etf_coordinates,
+    max_margin_classifier,
+    nearest_etf,
+    random_orthonormal,
+    simplex_etf,
+)
 
 F64 = torch.float64
 
@@ -170,3 +179,53 @@ def test_nearest_etf_errors():
         nearest_etf(torch.tensor([[0.0, math.nan], [1.0, 0.0], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="all zero"):
         nearest_etf(torch.ones(3, 4))
+
+
+# ----------------------------------------------------------------------------- unregularised gradient descent
+def test_max_margin_classifier_without_intercept_matches_the_two_point_svm():
+    # class 1 at (1, 0), class 0 at (-1, 0): the hard-margin SVM without intercept is u = (1, 0),
+    # i.e. the Crammer-Singer rows w_1 = -w_0 = u/2 (min ||W||^2 s.t. (w_1 - w_0)·x >= 1)
+    H = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.3], [-2.0, -0.1]], dtype=F64)
+    y = torch.tensor([1, 0, 1, 0])
+    W, b = max_margin_classifier(H, y, C=1e4, center=False, bias=False, tol=1e-10, max_iter=100000)
+    assert torch.allclose(W, torch.tensor([[-0.5, 0.0], [0.5, 0.0]], dtype=F64), atol=1e-4)
+    assert torch.equal(b, torch.zeros(2, dtype=F64))
+
+
+def test_cross_entropy_gd_first_step_is_the_autograd_gradient_step():
+    g = torch.Generator().manual_seed(0)
+    H, W = torch.randn(12, 5, generator=g, dtype=F64), torch.randn(3, 5, generator=g, dtype=F64)
+    y = torch.arange(3).repeat(4)
+    Ht, Wt = H.clone().requires_grad_(), W.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(Ht @ Wt.T, y).backward()
+    for train_features in (True, False):
+        (t0, W0, H0), (t1, W1, H1) = cross_entropy_gd(
+            H, W, y, lr=0.3, steps=1, log_steps=[0, 1], train_features=train_features
+        )
+        assert (t0, t1) == (0, 1) and torch.equal(W0, W) and torch.equal(H0, H)
+        assert torch.allclose(W1, W - 0.3 * Wt.grad, atol=1e-14)
+        assert torch.allclose(H1, H - 0.3 * Ht.grad if train_features else H, atol=1e-14)
+
+
+def test_cross_entropy_gd_on_frozen_features_turns_towards_the_svm():
+    # Soudry et al.: on separable data the direction of W converges (slowly) to the hard-margin SVM
+    H = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.3], [-2.0, -0.1]], dtype=F64)
+    y = torch.tensor([1, 0, 1, 0])
+    W_svm = torch.tensor([[-0.5, 0.0], [0.5, 0.0]], dtype=F64)
+    W0 = torch.tensor([[0.0, 0.1], [0.0, -0.1]], dtype=F64)
+    out = cross_entropy_gd(H, W0, y, lr=1.0, steps=5000, log_steps=[10, 100, 5000], train_features=False)
+    cos = [classifier_cosine(W, W_svm) for _, W, _ in out]
+    assert cos[0] < cos[1] < cos[2] and cos[2] > 0.999
+    assert all(torch.equal(Hs, H) for _, _, Hs in out)
+
+
+def test_cross_entropy_gd_validates_its_inputs():
+    H, W, y = torch.zeros(4, 2, dtype=F64), torch.zeros(2, 2, dtype=F64), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError):
+        cross_entropy_gd(H, W, y, lr=-1.0, steps=3)
+    with pytest.raises(ValueError):
+        cross_entropy_gd(H, W, y, lr=1.0, steps=3, log_steps=[4])
+    with pytest.raises(TypeError):
+        cross_entropy_gd(H, W, y, lr=1.0, steps=3, train_features=1)
+    with pytest.raises(ValueError):
+        cross_entropy_gd(H, torch.zeros(2, 3, dtype=F64), y, lr=1.0, steps=3)
