@@ -1,7 +1,8 @@
 """Unit tests for nclib.transfer against hand-computable cases: CDNV of a labelled set, the
 confidence interval, seeded few-shot episodes, nearest-class-mean accuracy (exact cases and a
 naive reference), the ridge linear probe (primal formula, a separable case), geometric
-complexity of maps with known Jacobians, frozen features at named layers, Spearman's rank correlation, and the chapter-5 recipe."""
+complexity of maps with known Jacobians, frozen features at named layers, Spearman's rank
+correlation, and the chapter-5 recipe."""
 
 import math
 
