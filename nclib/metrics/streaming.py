@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate as _v
+from ..features import FeatureTap
 from ._core import (
     _PRECISIONS,
     _ROUTES,
@@ -423,7 +424,9 @@ def measure(
     Features are taken from ``model.features(x)`` when the model has that method and ``layer``
     is None; otherwise from the *input* of the module named ``layer`` (e.g. ``"fc"`` of a
     torchvision ResNet, i.e. the pooled penultimate features) or its output when
-    ``layer=("name", "output")``, via a forward hook — so collapse can be measured at any layer.
+    ``layer=("name", "output")`` — ``layer="name"`` means ``where="input"`` of
+    :class:`nclib.features.FeatureTap` (the shared tap, run through the model's forward) — so
+    collapse can be measured at any layer.
     Features are flattened per sample. The classifier (W, b) comes from ``classifier`` or from
     the model's ``classifier``/``fc`` Linear; pass ``classifier=False`` to skip NC3/NC4.
     Under ``torch.distributed`` each rank streams its shard and the statistics are all-reduced.
@@ -447,18 +450,13 @@ def measure(
     if isinstance(layer, tuple):
         layer, where = layer
         _check_choice(where, "layer position", ("input", "output"))
-    captured: list[Tensor] = []
-    handle = None
+    name = None
     if layer is not None or not hasattr(model, "features") or not callable(model.features):
-        target = _find_module(model, layer if layer is not None else ("fc" if hasattr(model, "fc") else "classifier"))
-
-        def hook(mod, inp, out):
-            captured.append((inp[0] if where == "input" else out).detach())
-
-        handle = target.register_forward_hook(hook)
-
-    was_training = model.training
-    model.eval()
+        name = layer if layer is not None else ("fc" if hasattr(model, "fc") else "classifier")
+        target = _find_module(model, name)  # a name or a submodule, checked with a message listing the modules
+        name = next(n for n, m in model.named_modules() if m is target)
+    # nclib.features' shared tap: model.features(x), or the `where` of module `name` in a forward pass
+    tap = FeatureTap(model, name, where=where if name is not None else None, through="forward")
 
     replay = {"batches": [], "bytes": 0, "complete": False}  # the first pass's features, for the second
 
@@ -477,13 +475,7 @@ def measure(
                 raise ValueError(f"loader must yield (inputs, labels) pairs; batch {i} is {what}")
             xb, yb = batch
             xb = xb.to(device)
-            if handle is None:
-                feats = model.features(xb)
-            else:
-                captured.clear()
-                model(xb)
-                feats = captured[-1]
-            feats = feats.flatten(1)
+            feats = tap(xb).flatten(1)
             if first and replay["batches"] is not None:
                 replay["bytes"] += feats.numel() * feats.element_size()
                 if replay["bytes"] > _MEASURE_CACHE_BYTES:
@@ -493,7 +485,7 @@ def measure(
             yield feats, yb
         replay["complete"] = first and replay["batches"] is not None
 
-    try:
+    with tap:
         return _two_pass(
             batches,
             num_classes,
@@ -505,7 +497,3 @@ def measure(
             device=device,
             precision=precision,
         )
-    finally:
-        if handle is not None:
-            handle.remove()
-        model.train(was_training)
