@@ -136,7 +136,8 @@ def per_class_nc1(features: Tensor, labels: Tensor, num_classes: int, *, global_
     centres the means at the mean of class means (the class-balanced convention); ``"samples"`` is
     Papyan's. Returns a float64 tensor of K values.
     """
-    from .metrics import FeatureStats, _pinv_psd
+    from .metrics import FeatureStats
+    from .metrics._core import _pinv_psd
 
     X = _tensor(features, "features", 2).detach().to(torch.float64)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:

@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from nclib import metrics as M
 from nclib.geometry import simplex_etf
 from nclib.metrics import FeatureStats
+from nclib.metrics import stats as MS
+from nclib.metrics import streaming as MSt
 
 F64 = torch.float64
 
@@ -283,13 +285,13 @@ def test_auto_route_is_kk_when_d_exceeds_k(make_data, monkeypatch):
     x, y = make_data(K, D, 12, seed=9)
     st = stats_of(x, y, K)
     shapes = []
-    real = M._pinv_psd
+    real = MS._pinv_psd
 
     def spy(S, *a, **kw):
         shapes.append(tuple(S.shape))
         return real(S, *a, **kw)
 
-    monkeypatch.setattr(M, "_pinv_psd", spy)
+    monkeypatch.setattr(MS, "_pinv_psd", spy)
     auto = M.nc1(st)
     assert shapes == [(K, K)], "route='auto' must invert the K×K Gram when D > K"
     assert auto == M.nc1(st, route="kk")
@@ -397,14 +399,14 @@ def test_measure_features_uses_projected_route_when_d_exceeds_k(make_data, monke
     K, D = 4, 50
     x, y = make_data(K, D, 10, seed=16)
     calls = []
-    real = M._orthonormal_span
+    real = MSt._orthonormal_span
 
     def spy(Mc, *a, **kw):
         Q = real(Mc, *a, **kw)
         calls.append(tuple(Q.shape))
         return Q
 
-    monkeypatch.setattr(M, "_orthonormal_span", spy)
+    monkeypatch.setattr(MSt, "_orthonormal_span", spy)
     auto = M.measure_features(x, y)["nc1"]
     assert calls == [(D, K - 1)]
     calls.clear()
@@ -893,3 +895,8 @@ def test_measure_features_errors():
     xn[0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         M.measure_features(xn, y)
+
+
+def test_the_package_exports_every_public_name():
+    """nclib.metrics is a package split by topic; its ``__all__`` names all resolve from the package."""
+    assert M.__all__ and all(callable(getattr(M, n)) for n in M.__all__)

@@ -16,6 +16,7 @@ from torch import nn
 
 from nclib import metrics as M
 from nclib.metrics import FeatureStats
+from nclib.metrics import stats as MS
 
 F64 = torch.float64
 PAIR_FNS = ("equiangularity", "max_angle", "gram_etf_error", "cdnv", "hyperspherical_uniformity", "self_duality_zhu")
@@ -76,11 +77,11 @@ def direct_pair_values(st, W, unbiased=True):
 
 # ----------------------------------------------------------------------------- pair blocks
 def test_pair_rows_bounds_the_block():
-    assert M._pair_rows(10, 512) == 10  # K ≤ D: one block, the direct code
-    assert M._pair_rows(100, 100) == 100
-    r = M._pair_rows(1000, 256)
+    assert MS._pair_rows(10, 512) == 10  # K ≤ D: one block, the direct code
+    assert MS._pair_rows(100, 100) == 100
+    r = MS._pair_rows(1000, 256)
     assert r < 1000 and r * 1000 <= 1000 * 256 + 256**2
-    assert M._pair_rows(10_000, 2) >= 1
+    assert MS._pair_rows(10_000, 2) >= 1
 
 
 @pytest.mark.parametrize("K,D,offset", [(60, 8, 0.0), (300, 16, 0.0), (120, 4, 30.0)])
@@ -89,7 +90,7 @@ def test_blocked_pair_statistics_match_the_formulas(K, D, offset):
     means = torch.randn(K, D, generator=g, dtype=F64) + offset
     st = stats_from_means(means, torch.rand(K, generator=g, dtype=F64) + 0.1)
     W = torch.randn(K, D, generator=g, dtype=F64)
-    assert M._pair_rows(K, D) < K  # the blocked route is the one under test
+    assert MS._pair_rows(K, D) < K  # the blocked route is the one under test
     got, want = pair_values(st, W), direct_pair_values(st, W)
     for k in want:
         assert rel(got[k], want[k]) <= 1e-12, (k, got[k], want[k])
@@ -102,8 +103,10 @@ def test_blocked_route_equals_one_block(monkeypatch):
     st = stats_from_means(torch.randn(K, D, generator=g, dtype=F64), torch.rand(K, generator=g, dtype=F64) + 0.1)
     W = torch.randn(K, D, generator=g, dtype=F64)
     one = pair_values(st, W)
-    monkeypatch.setattr(M, "_pair_rows", lambda K, D: 7)
+    calls = []
+    monkeypatch.setattr(MS, "_pair_rows", lambda K, D: calls.append((K, D)) or 7)
     blocked = pair_values(st, W)
+    assert calls, "the patched block size must reach the pair statistics"
     for k in one:
         assert rel(blocked[k], one[k]) <= 1e-12, (k, blocked[k], one[k])
 
@@ -146,9 +149,9 @@ def test_many_class_etf_free_analytic_case():
 # ----------------------------------------------------------------------------- certified NC4
 def nc4_both(monkeypatch, x, y, W, b, K, **kw):
     screened = M.measure_features(x, y, W, b, num_classes=K, **kw).metrics
-    monkeypatch.setattr(M, "_NC4_SCREEN", False)
+    monkeypatch.setattr(MS, "_NC4_SCREEN", False)
     plain = M.measure_features(x, y, W, b, num_classes=K, **kw).metrics
-    monkeypatch.setattr(M, "_NC4_SCREEN", True)
+    monkeypatch.setattr(MS, "_NC4_SCREEN", True)
     return screened, plain
 
 
@@ -186,7 +189,7 @@ def test_certified_argmax_resolves_a_float32_tie_as_float64():
     float64's answer, and a clear winner is taken from float32 directly."""
     A = torch.tensor([[1.0, 0.0], [1.0, 3e-9]], dtype=F64)
     h = torch.tensor([[1.0, 1.0], [2.0, -1.0], [0.0, 5.0]], dtype=F64)
-    dec = M._CertifiedArgmax(A, None)
+    dec = MS._CertifiedArgmax(A, None)
     calls = []
 
     def exact(rows):
@@ -200,15 +203,15 @@ def test_certified_argmax_resolves_a_float32_tie_as_float64():
 
 
 def test_screen_is_off_for_reduced_precision_matmuls(monkeypatch):
-    assert M._screen_ok(torch.device("cpu"))
+    assert MS._screen_ok(torch.device("cpu"))
     old = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
-        assert not M._screen_ok(torch.device("cpu"))
+        assert not MS._screen_ok(torch.device("cpu"))
     finally:
         torch.set_float32_matmul_precision(old)
-    monkeypatch.setattr(M, "_NC4_SCREEN", False)
-    assert not M._screen_ok(torch.device("cpu"))
+    monkeypatch.setattr(MS, "_NC4_SCREEN", False)
+    assert not MS._screen_ok(torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- precision="float32"
@@ -341,13 +344,13 @@ def test_many_class_identities_fall_back_when_they_would_cancel():
     A = torch.randn(K, D, generator=g, dtype=F64)
     G = A @ V.T
     want = float((G / G.norm() - P / math.sqrt(K - 1)).norm())
-    assert rel(M._etf_gram_error(A, V), want) <= 1e-12
+    assert rel(MS._etf_gram_error(A, V), want) <= 1e-12
     # an orthogonal pair (G = 0 up to rounding) takes the blocked route too
     B = torch.zeros(K, D, dtype=F64)
     B[:, 0] = 1.0
     C = torch.zeros(K, D, dtype=F64)
     C[:, 1] = 1.0
-    assert M._etf_gram_error(B, C) == math.inf
+    assert MS._etf_gram_error(B, C) == math.inf
 
 
 def test_tracker_float32_default_is_close_to_exact():

@@ -742,3 +742,19 @@ def test_a_progress_bar_that_redraws_does_not_stop_training(monkeypatch, tmp_pat
     monkeypatch.setattr(loop, "_pbar", lambda total, enabled, desc: Redrawing())
     run = train.fit(TINY, cache=False, progress=True)
     assert run is not None and int(run.history.epoch.iloc[-1]) == TINY.epochs
+
+
+def test_the_fingerprint_follows_every_file_of_the_metrics_package(monkeypatch):
+    """nclib.metrics is a package: an edit to any of its files changes what training's cache keys hash."""
+    from pathlib import Path
+
+    files = sorted((Path(train.__file__).resolve().parents[1] / "metrics").glob("*.py"))
+    assert len(files) > 1
+    source_hash = train._source_hash.__wrapped__  # uncached: the files are read each call
+    base = source_hash()
+    real = Path.read_bytes
+    for f in files:
+        monkeypatch.setattr(Path, "read_bytes", lambda p, f=f: real(p) + (b"\n# edited" if p.resolve() == f else b""))
+        assert source_hash() != base, f.name
+    monkeypatch.setattr(Path, "read_bytes", real)
+    assert source_hash() == base
