@@ -185,6 +185,16 @@ class FewShotResult:
         return f"{self.ways}-way {self.shots}-shot: {self.mean:.3f} ± {self.ci:.3f}"
 
 
+def _episode_inputs(features, labels, ways, shots, queries, episodes, seed):
+    """The validated float64 features and the seeded support/query episodes of a few-shot probe."""
+    features = _tensor(features, "features", 2)
+    labels = _labels(labels, features.shape[0])
+    if not features.dtype.is_floating_point or not torch.isfinite(features).all():
+        raise ValueError("features must be finite floating-point values")
+    sup, qry = few_shot_episodes(labels, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed)
+    return features.double(), sup, qry
+
+
 def ncc_few_shot(
     features: Tensor,
     labels: Tensor,
@@ -203,12 +213,7 @@ def ncc_few_shot(
     :math:`\arg\min_n\lVert h-\hat\mu_n\rVert`; the episode's accuracy is the fraction of
     queries labelled with their own class. Returns mean ± confidence half-width over episodes.
     Ties in distance go to the lowest position, which is random because classes are shuffled."""
-    features = _tensor(features, "features", 2)
-    labels = _labels(labels, features.shape[0])
-    if not features.dtype.is_floating_point or not torch.isfinite(features).all():
-        raise ValueError("features must be finite floating-point values")
-    sup, qry = few_shot_episodes(labels, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed)
-    F = features.double()
+    F, sup, qry = _episode_inputs(features, labels, ways, shots, queries, episodes, seed)
     accs = []
     for s in range(0, episodes, 64):  # chunks keep E×N×q×D small
         protos = F[sup[s : s + 64]].mean(2)  # E×N×D
@@ -252,14 +257,9 @@ def ridge_few_shot(
     probe weighs feature directions by how they separate the support classes, so coordinates
     with large class-independent spread do not dominate it. No randomness beyond the episodes:
     deterministic under ``seed``. Returns mean ± confidence half-width over episodes."""
-    features = _tensor(features, "features", 2)
-    labels = _labels(labels, features.shape[0])
-    if not features.dtype.is_floating_point or not torch.isfinite(features).all():
-        raise ValueError("features must be finite floating-point values")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge <= 0:
         raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
-    sup, qry = few_shot_episodes(labels, ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed)
-    F = features.double()
+    F, sup, qry = _episode_inputs(features, labels, ways, shots, queries, episodes, seed)
     N = ways
     onehot = torch.eye(N, dtype=torch.float64).repeat_interleave(shots, 0) - 1.0 / N  # n×N, centred
     accs = []
