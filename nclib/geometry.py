@@ -18,6 +18,7 @@ from . import _validate as _v
 
 __all__ = [
     "simplex_etf",
+    "coordinate_etf",
     "etf_coordinates",
     "nearest_etf",
     "distance_to_nearest_etf",
@@ -82,6 +83,26 @@ def simplex_etf(K: int, D: int | None = None, *, seed=0, scale: float = 1.0, dty
     else:
         R = random_orthonormal(K - 1, D, seed=seed)
     return (scale * C @ R).to(dtype)
+
+
+def coordinate_etf(K: int, D: int | None = None, *, dtype=torch.float64) -> Tensor:
+    r"""The coordinate-aligned K×D simplex ETF of Zhu et al. (2021)'s code: unit rows
+    :math:`w_k=\sqrt{K/(K-1)}\,(e_k-\tfrac1K\mathbf 1)` in the first K coordinates, zeros beyond.
+
+    Rows have norm 1, pairwise cosines exactly −1/(K−1) and sum to zero, like :func:`simplex_etf`;
+    unlike a randomly rotated ETF, row k is the one that scores a coordinate vector :math:`e_k`
+    highest, so non-negative features (after a ReLU) can reach every class. That is what makes the
+    fixed head with feature dimension d = K trainable on post-ReLU features. Needs D ≥ K
+    (default D = K)."""
+    K = _v.integer(K, "K", lo=2)
+    D = K if D is None else _v.integer(D, "D", lo=1)
+    if D < K:
+        raise ValueError(
+            f"D must be ≥ K = {K} for the coordinate-aligned ETF (it lives in the first K coordinates), got {D}"
+        )
+    E = torch.zeros(K, D, dtype=torch.float64)
+    E[:, :K] = math.sqrt(K / (K - 1)) * (torch.eye(K, dtype=torch.float64) - 1.0 / K)
+    return E.to(dtype)
 
 
 def nearest_etf(means: Tensor, *, center: bool = True) -> tuple[Tensor, float]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _validate as _v
-from .geometry import nearest_etf, simplex_etf
+from .geometry import coordinate_etf, nearest_etf, simplex_etf
 from .guidance import etf_from_frame, nearest_etf_frame
 
 
@@ -45,6 +45,7 @@ __all__ = [
     "make_head",
     "MODELS",
     "count_parameters",
+    "training_memory",
     "Projected",
     "NearestETFGuidedClassifier",
     "UnitFeatures",
@@ -55,29 +56,54 @@ __all__ = [
 class FixedETFClassifier(nn.Module):
     r"""A frozen simplex-ETF classifier: logits = s·E h (+ optional frozen zero bias).
 
-    E (K×D) is a simplex ETF with unit-norm rows (pairwise cosines −1/(K−1)), randomly rotated
-    by ``seed``; it is a buffer, so it has no trainable parameters. ``scale`` s multiplies the
-    logits (with normalised features the logit scale acts as an inverse temperature).
-    ``normalize=True`` L2-normalises the features first (Yang et al. 2022's ETF head)."""
+    E (K×D) is a simplex ETF with unit-norm rows (pairwise cosines −1/(K−1)); it is a buffer, so
+    it has no trainable parameters. ``orientation="random"`` (default) rotates it randomly by
+    ``seed``; ``"coordinate"`` is the coordinate-aligned ETF of Zhu et al. (2021)'s code
+    (:func:`nclib.geometry.coordinate_etf`, needs D ≥ K), the one non-negative post-ReLU features
+    can reach with every class when D = K. ``learn_bias=True`` adds a learnable bias (zeros at
+    the start), as their fixed head keeps. ``scale`` s multiplies the logits (with normalised
+    features the logit scale acts as an inverse temperature). ``normalize=True`` L2-normalises
+    the features first (Yang et al. 2022's ETF head)."""
 
     def __init__(
-        self, in_features: int, num_classes: int, *, seed: int = 0, scale: float = 1.0, normalize: bool = False
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        seed: int = 0,
+        scale: float = 1.0,
+        normalize: bool = False,
+        orientation: str = "random",
+        learn_bias: bool = False,
     ):
         super().__init__()
         _check_etf_dims(in_features, num_classes)
-        self.register_buffer("weight", simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32))
-        self.bias = None
+        if orientation == "random":
+            E = simplex_etf(num_classes, in_features, seed=seed, dtype=torch.float32)
+        elif orientation == "coordinate":
+            E = coordinate_etf(num_classes, in_features, dtype=torch.float32)
+        else:
+            raise ValueError(f"orientation must be 'random' or 'coordinate', got {orientation!r}")
+        if not isinstance(learn_bias, bool):
+            raise TypeError(f"learn_bias must be a bool, got {type(learn_bias).__name__}")
+        self.register_buffer("weight", E)
+        self.bias = nn.Parameter(torch.zeros(num_classes)) if learn_bias else None
         self.scale = _v.real(scale, "scale")
         self.normalize = bool(normalize)
+        self.orientation = orientation
         self.in_features, self.out_features = in_features, num_classes
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             h = F.normalize(h, dim=1)
-        return self.scale * h @ self.weight.T
+        out = self.scale * h @ self.weight.T
+        return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, normalize={self.normalize}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}, "
+            f"normalize={self.normalize}, orientation={self.orientation!r}, bias={self.bias is not None}"
+        )
 
 
 class NearestETFGuidedClassifier(nn.Module):
@@ -422,7 +448,10 @@ class NCModel(nn.Module):
 
 
 class MLP(NCModel):
-    """``depth`` hidden layers of ``width`` units (Linear → [BatchNorm] → ReLU); h is the last."""
+    """``depth`` hidden layers of ``width`` units (Linear → [BatchNorm] → ReLU); h is the last.
+
+    ``feature_dim`` (default: ``width``) sets the width of the last hidden layer alone, the feature
+    dimension d the classifier sees: Zhu et al. (2021) set d = K under a fixed simplex-ETF head."""
 
     def __init__(
         self,
@@ -435,20 +464,23 @@ class MLP(NCModel):
         head: str = "linear",
         head_bias: bool = True,
         seed: int = 0,
+        feature_dim: int | None = None,
         **head_kw,
     ):
         super().__init__()
         depth = _v.integer(depth, "depth", lo=1)
         width = _v.integer(width, "width", lo=1)
+        feature_dim = width if feature_dim is None else _v.integer(feature_dim, "feature_dim", lo=1)
         layers, d = [], in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(d, width, bias=not batchnorm)]
+        for i in range(depth):
+            out = feature_dim if i == depth - 1 else width
+            layers += [nn.Linear(d, out, bias=not batchnorm)]
             if batchnorm:
-                layers += [nn.BatchNorm1d(width)]
+                layers += [nn.BatchNorm1d(out)]
             layers += [nn.ReLU()]
-            d = width
+            d = out
         self.body = nn.Sequential(*layers)
-        self.classifier = make_head(head, width, num_classes, bias=head_bias, seed=seed, **head_kw)
+        self.classifier = make_head(head, feature_dim, num_classes, bias=head_bias, seed=seed, **head_kw)
 
     def features(self, x):
         return self.body(x.flatten(1))
@@ -492,15 +524,19 @@ class CNN1D(NCModel):
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, c_in, c_out, stride):
+    """conv(c_in→c_out)–BN–ReLU–conv(c_out→out)–BN plus shortcut, ReLU; ``out`` defaults to c_out
+    (a narrower ``out`` is Zhu et al.'s d = K last block, with a 1×1 projection shortcut)."""
+
+    def __init__(self, c_in, c_out, stride, out=None):
         super().__init__()
+        out = c_out if out is None else out
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
         self.short = nn.Sequential()
-        if stride != 1 or c_in != c_out:
-            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        if stride != 1 or c_in != out:
+            self.short = nn.Sequential(nn.Conv2d(c_in, out, 1, stride, bias=False), nn.BatchNorm2d(out))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -509,7 +545,11 @@ class _BasicBlock(nn.Module):
 
 class ResNet18(NCModel):
     """CIFAR-style ResNet-18: 3×3 stem (no max-pool), stages 64/128/256/512, global average pool.
-    h is the 512-d pooled feature (the penultimate layer Papyan et al. measure)."""
+    h is the 512-d pooled feature (the penultimate layer Papyan et al. measure).
+
+    ``feature_dim`` d (default 8·width = 512) narrows the last block's second convolution to d
+    output channels, with a 1×1 convolution + BN shortcut, as Zhu et al. (2021)'s code does for
+    d = K; the rest of the network is unchanged."""
 
     def __init__(
         self,
@@ -520,18 +560,22 @@ class ResNet18(NCModel):
         head: str = "linear",
         head_bias: bool = True,
         seed: int = 0,
+        feature_dim: int | None = None,
         **head_kw,
     ):
         super().__init__()
+        width = _v.integer(width, "width", lo=1)
+        feature_dim = 8 * width if feature_dim is None else _v.integer(feature_dim, "feature_dim", lo=1)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         stages, c = [], width
         for i, mult in enumerate((1, 2, 4, 8)):
             c_out = width * mult
             stride = 1 if i == 0 else 2
-            stages += [_BasicBlock(c, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            last = feature_dim if i == 3 else None
+            stages += [_BasicBlock(c, c_out, stride), _BasicBlock(c_out, c_out, 1, out=last)]
             c = c_out
         self.stages = nn.Sequential(*stages)
-        self.classifier = make_head(head, c, num_classes, bias=head_bias, seed=seed, **head_kw)
+        self.classifier = make_head(head, feature_dim, num_classes, bias=head_bias, seed=seed, **head_kw)
 
     def features(self, x):
         return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
@@ -639,3 +683,54 @@ def build(name: str, input_shape, num_classes: int, **kwargs) -> NCModel:
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters; buffers such as a fixed ETF head do not count."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def training_memory(model: nn.Module, x: Tensor, *, momentum: bool = True) -> dict[str, int]:
+    """Bytes that one SGD training step on the batch ``x`` holds, measured on ``model`` itself.
+
+    * ``parameters``: the trainable parameters; ``gradients``: one gradient of each;
+      ``optimizer_state``: SGD's momentum buffers (as many bytes again; 0 with ``momentum=False``);
+    * ``activations``: the tensors autograd saves for the backward pass during one forward pass in
+      training mode, counted once per storage (``torch.autograd.graph.saved_tensors_hooks``),
+      excluding the model's own parameters and buffers. The input batch counts when a layer saves it.
+    * ``total``: their sum.
+
+    Frozen buffers (a fixed ETF head) hold memory too but no gradient and no optimizer state; they
+    are left out, as Zhu et al. (2021) count a fixed classifier as saved. BatchNorm running statistics
+    are restored afterwards, so measuring leaves the model as it was."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor batch, got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be a batch of at least 2 inputs (BatchNorm needs 2), got shape {tuple(x.shape)}")
+    if not isinstance(momentum, bool):
+        raise TypeError(f"momentum must be a bool, got {type(momentum).__name__}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    p_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own:
+            saved.setdefault(ptr, t.untyped_storage().nbytes())
+        return t
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
+            model(x)
+    finally:
+        model.load_state_dict(state)
+        model.train(was_training)
+    out = {
+        "parameters": p_bytes,
+        "gradients": p_bytes,
+        "optimizer_state": p_bytes if momentum else 0,
+        "activations": sum(saved.values()),
+    }
+    out["total"] = sum(out.values())
+    return out

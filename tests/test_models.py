@@ -167,3 +167,120 @@ def test_bad_seed_type():
 
 def test_models_registry():
     assert set(models.MODELS) == {"mlp", "cnn1d", "resnet18"}
+
+
+# --- Zhu et al. (2021): feature dimension d = K under a fixed, coordinate-aligned ETF head ---
+
+
+def test_coordinate_etf_is_a_simplex_etf_aligned_with_the_coordinates():
+    from nclib.geometry import coordinate_etf
+
+    K, D = 6, 9
+    E = coordinate_etf(K, D)
+    assert E.shape == (K, D) and torch.all(E[:, K:] == 0)
+    assert torch.allclose(E.norm(dim=1), torch.ones(K, dtype=E.dtype), atol=1e-15)
+    G = E @ E.T
+    off = G[~torch.eye(K, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1 / (K - 1)), atol=1e-15)
+    assert torch.allclose(E.sum(0), torch.zeros(D, dtype=E.dtype), atol=1e-15)
+    # a coordinate vector e_k (non-negative, as after a ReLU) is scored highest by row k
+    assert torch.equal((torch.eye(K, D, dtype=E.dtype) @ E.T).argmax(1), torch.arange(K))
+    with pytest.raises(ValueError, match="D must be"):
+        coordinate_etf(5, 4)
+
+
+def test_random_etf_can_leave_a_class_unreachable_from_nonnegative_features():
+    # why Zhu et al.'s d = K head is coordinate-aligned: with a random rotation in D = K some class's
+    # region of the logits misses the non-negative orthant (checked by sampling it densely)
+    K = 10
+    unreachable = 0
+    for seed in range(10):
+        E = simplex_etf(K, K, seed=seed)
+        h = torch.rand(200_000, K, dtype=E.dtype, generator=torch.Generator().manual_seed(seed)) ** 4
+        unreachable += K - int((h @ E.T).argmax(1).unique().numel())
+    assert unreachable > 0
+
+
+def test_fixed_etf_head_orientation_and_learnable_bias():
+    head = FixedETFClassifier(10, 10, orientation="coordinate", learn_bias=True)
+    assert count_parameters(head) == 10 and head.bias is not None and torch.all(head.bias == 0)
+    from nclib.geometry import coordinate_etf
+
+    assert torch.equal(head.weight, coordinate_etf(10, 10, dtype=torch.float32))
+    h = torch.randn(4, 10)
+    with torch.no_grad():
+        head.bias += 1.0
+    assert torch.allclose(head(h), h @ head.weight.T + 1.0)
+    with pytest.raises(ValueError, match="orientation"):
+        FixedETFClassifier(10, 10, orientation="rotated")
+    with pytest.raises(TypeError, match="learn_bias"):
+        FixedETFClassifier(10, 10, learn_bias=1)
+
+
+def test_mlp_feature_dim_narrows_only_the_last_hidden_layer():
+    K, W, d = 10, 64, 10
+    full = build("mlp", (40,), K, width=W, depth=3, batchnorm=True, head="linear", head_bias=False)
+    narrow = build(
+        "mlp",
+        (40,),
+        K,
+        width=W,
+        depth=3,
+        batchnorm=True,
+        head="etf",
+        orientation="coordinate",
+        learn_bias=True,
+        feature_dim=d,
+    )
+    assert narrow.features(torch.randn(5, 40)).shape == (5, d)
+    # Linear(40→W)+BN, Linear(W→W)+BN, Linear(W→d)+BN (no biases before BN), then the head
+    assert count_parameters(full) == 40 * W + 2 * W + W * W + 2 * W + W * W + 2 * W + W * K
+    assert count_parameters(narrow) == 40 * W + 2 * W + W * W + 2 * W + W * d + 2 * d + K
+    with pytest.raises(ValueError, match="feature_dim"):
+        build("mlp", (40,), K, feature_dim=0)
+
+
+def test_resnet18_feature_dim_narrows_the_last_block():
+    K, w = 10, 4  # a thin ResNet-18 (stages 4/8/16/32)
+    full = build("resnet18", (3, 16, 16), K, width=w)
+    narrow = build("resnet18", (3, 16, 16), K, width=w, feature_dim=K, head="etf", orientation="coordinate")
+    assert narrow.features(torch.randn(2, 3, 16, 16)).shape == (2, K)
+    c = 8 * w
+    # the last block's second conv c→c (+BN) becomes c→K (+BN), plus a 1×1 shortcut c→K (+BN); the head goes
+    saved = (9 * c * c + 2 * c) - (9 * c * K + 2 * K) - (c * K + 2 * K) + (c * K + K)
+    assert count_parameters(full) - count_parameters(narrow) == saved
+
+
+def test_training_memory_counts_parameters_gradients_momentum_and_saved_activations():
+    net = build("mlp", (40,), 10, width=64, depth=2, batchnorm=False)
+    x = torch.randn(8, 40)
+    mem = models.training_memory(net, x)
+    p = 4 * count_parameters(net)
+    assert mem["parameters"] == mem["gradients"] == mem["optimizer_state"] == p
+    # saved for backward: the input (first Linear) and the two ReLU outputs (the next Linear saves the same storage)
+    assert mem["activations"] == 4 * (8 * 40 + 2 * 8 * 64)
+    assert mem["total"] == 3 * p + mem["activations"]
+    assert models.training_memory(net, x, momentum=False)["optimizer_state"] == 0
+
+
+def test_training_memory_leaves_batchnorm_statistics_and_mode_alone():
+    net = build("mlp", (40,), 10, width=16, depth=2, batchnorm=True).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    models.training_memory(net, torch.randn(8, 40))
+    assert not net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "args, err, match",
+    [
+        (("net", torch.randn(4, 40)), TypeError, "model"),
+        ((None, [1.0]), TypeError, "x must"),
+        ((None, torch.randn(1, 40)), ValueError, "at least 2"),
+    ],
+)
+def test_training_memory_bad_input(args, err, match):
+    net = build("mlp", (40,), 10, width=16, depth=1)
+    model, x = args
+    with pytest.raises(err, match=match):
+        models.training_memory(net if model is None else model, x)
